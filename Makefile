@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 
 DEMO_ROOT := demo_data
 DATA_ROOT ?= $(DEMO_ROOT)
-MODEL ?= upernet_demo
+MODEL ?= upernet_convnext_demo
 ITERS ?=
 NPROC ?= 1
 EXP ?= runs/demo
@@ -19,7 +19,30 @@ EXP ?= runs/demo
 export PYTHONUNBUFFERED := 1
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup test data ext gpu-check clean help
+.PHONY: setup test data ext train cv submit pseudo ensemble report gpu-check clean help
+
+ifeq ($(NPROC),1)
+RUN := $(PY)
+else
+RUN := $(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC)
+endif
+
+# On the bundled demo data the defaults are sized for a 2-core CPU in minutes; on real data the recipe's apply.
+ifeq ($(DATA_ROOT),$(DEMO_ROOT))
+DATA_DEP := $(DEMO_ROOT)/train.json
+DEMO_ITERS := 600
+TRAIN_ARGS ?= --iters $(or $(ITERS),$(DEMO_ITERS)) --batch-size 8 --crop-size 256 --workers 2 --lr 1e-3 \
+	--warmup-iters 50 --eval-interval 200 --ckpt-interval 200 --log-interval 10
+PSEUDO_JSON ?= test.json extra.json
+else
+DATA_DEP :=
+TRAIN_ARGS ?= $(if $(ITERS),--iters $(ITERS))
+PSEUDO_JSON ?= test.json
+endif
+FOLDS ?= 5
+ROUNDS ?= 2
+TTA ?= 0
+RUNS ?=
 
 help:
 	@sed -n '1,6p' Makefile
@@ -27,7 +50,6 @@ help:
 # Re-installs only when a requirements file changes (the stamp is newer otherwise).
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $(STAMP)
 
@@ -36,7 +58,7 @@ setup: $(STAMP)
 # The demo dataset is generated once into an ignored folder; any target that needs data depends on this
 # only when DATA_ROOT is the default.
 $(DEMO_ROOT)/train.json: $(STAMP) data/demo.py
-	$(PY) -m data.demo --out $(DEMO_ROOT)
+	$(PY) -m data.demo --out $(DEMO_ROOT) $(DEMO_GEN_ARGS)
 
 data: $(DEMO_ROOT)/train.json
 
@@ -45,6 +67,52 @@ ext: $(STAMP)
 
 test: $(STAMP) ext
 	$(PY) -m pytest -q tests
+
+train: $(STAMP) ext $(DATA_DEP)
+	$(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) --out $(EXP) $(TRAIN_ARGS) $(ARGS)
+
+# k-fold cross-validation over train_all.json (stratified by the classes present per image).
+cv: $(STAMP) ext $(DATA_DEP)
+	$(PY) -m data.split --json $(DATA_ROOT)/train_all.json --folds $(FOLDS) --seed 0 --out $(EXP)/folds
+	for k in $$(seq 0 $$(($(FOLDS) - 1))); do \
+	  $(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) --fold $$k --folds-dir $(EXP)/folds \
+	    --out $(EXP)/fold$$k $(TRAIN_ARGS) $(ARGS) || exit 1; done
+	$(PY) -m engine.summary --label fold $$(for k in $$(seq 0 $$(($(FOLDS) - 1))); do echo $(EXP)/fold$$k; done)
+
+# The competition CSV from the run's best checkpoint, validated before success is declared.
+submit: $(STAMP) ext $(DATA_DEP)
+	$(RUN) infer.py --ckpt $(EXP)/best.pt --data-root $(DATA_ROOT) --json test.json \
+	  --out $(EXP)/submission.csv $(if $(filter 1,$(TTA)),--tta) $(ARGS)
+	$(PY) -m data.submission $(EXP)/submission.csv --json $(DATA_ROOT)/test.json
+
+# Round 0 trains on the labels; round r labels test (+ extra) with round r-1's best model and trains a student
+# (initialised from its teacher) on train + pseudo-labels. Prints round → val mIoU.
+pseudo: $(STAMP) ext $(DATA_DEP)
+	test -f $(EXP)/round0/best.pt || $(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) \
+	  --out $(EXP)/round0 $(TRAIN_ARGS) $(ARGS)
+	for r in $$(seq 1 $(ROUNDS)); do p=$$((r - 1)); \
+	  $(RUN) pseudo_label.py --ckpt $(EXP)/round$$p/best.pt --data-root $(DATA_ROOT) --json $(PSEUDO_JSON) \
+	    --tta --out $(EXP)/pl$$r || exit 1; \
+	  $(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) --train-json train.json $(EXP)/pl$$r/pseudo.json \
+	    --init $(EXP)/round$$p/best.pt --out $(EXP)/round$$r $(TRAIN_ARGS) $(ARGS) || exit 1; done
+	$(PY) -m engine.summary --label round $$(for r in $$(seq 0 $(ROUNDS)); do echo $(EXP)/round$$r; done)
+
+# Soft ensemble of several runs: each run's best model saves test probabilities, then they are averaged.
+ensemble: $(STAMP) ext $(DATA_DEP)
+	test -n "$(RUNS)" || { echo 'usage: make ensemble RUNS="runs/a runs/b"'; exit 2; }
+	for r in $(RUNS); do $(RUN) infer.py --ckpt $$r/best.pt --data-root $(DATA_ROOT) --json test.json --out '' \
+	  $(if $(filter 1,$(TTA)),--tta) --save-probs $$r/probs_test || exit 1; done
+	$(PY) ensemble.py soft --probs $(foreach r,$(RUNS),$(r)/probs_test) --data-root $(DATA_ROOT) \
+	  --json test.json --out $(EXP)/ensemble.csv
+
+# Static report site: data stats + gallery, EXP's run (curves, IoU, confusion, worst images), its submission and
+# latest pseudo-labels when present, augmentation preview. Open $(EXP)/report/index.html in a browser.
+report: $(STAMP) ext $(DATA_DEP)
+	$(PY) visualize.py --data-root $(DATA_ROOT) --json train.json --preview-aug --out $(EXP)/report \
+	  $(if $(wildcard $(EXP)/metrics.jsonl),--run $(EXP)) \
+	  $(if $(wildcard $(EXP)/submission.csv),--csv $(EXP)/submission.csv) \
+	  $(if $(wildcard $(EXP)/pl*/pseudo.json),--pseudo $(dir $(lastword $(sort $(wildcard $(EXP)/pl*/pseudo.json))))) \
+	  $(ARGS)
 
 gpu-check:
 	bash bench/gpu_check.sh

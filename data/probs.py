@@ -1,0 +1,43 @@
+"""Saved class probabilities (infer.py --save-probs) for soft ensembles: one compact .npz per image.
+
+Layout: DIR/<image_id with .npz>, sub-folders kept; arrays `probs` (C, h, w) as float16 or uint8 (p × 255, rounded),
+`size` (H, W) of the original image. uint8 costs 1 byte per class per pixel and loses < 0.002 per probability, far
+below what changes an argmax in practice; float16 is there when that matters.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+
+def probs_path(folder: str, image_id: str) -> str:
+    return os.path.join(folder, os.path.splitext(image_id)[0] + ".npz")
+
+
+def save_probs(folder: str, image_id: str, probs: np.ndarray, size: tuple[int, int], dtype: str = "uint8") -> None:
+    """probs (C, h, w) float in [0, 1]; written atomically."""
+    if dtype == "uint8":
+        arr = np.clip(np.rint(probs * 255.0), 0, 255).astype(np.uint8)
+    elif dtype == "float16":
+        arr = probs.astype(np.float16)
+    else:
+        raise ValueError(f"probs dtype must be uint8 or float16, got {dtype!r}")
+    path = probs_path(folder, image_id)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=os.path.dirname(path))
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, probs=arr, size=np.asarray(size, np.int64))
+    os.replace(tmp, path)
+
+
+def load_probs(folder: str, image_id: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """→ (float32 (C, h, w) probabilities, original (H, W)). Raises FileNotFoundError naming the image."""
+    path = probs_path(folder, image_id)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no saved probabilities for image {image_id!r}")
+    with np.load(path) as z:
+        p, size = z["probs"], tuple(int(v) for v in z["size"])
+    p = p.astype(np.float32) / 255.0 if p.dtype == np.uint8 else p.astype(np.float32)
+    return p, size

@@ -1,0 +1,96 @@
+"""Run records: args.json, metrics.jsonl, and a curves PNG drawn with OpenCV (no plotting dependency)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class MetricsLog:
+    """Appends one JSON object per line; on resume, drops records past the resumed iteration so curves stay clean."""
+
+    def __init__(self, path: str, resume_iter: int | None = None):
+        self.path = path
+        if resume_iter is not None and os.path.exists(path):
+            keep = [ln for ln in open(path) if ln.strip() and json.loads(ln).get("iter", 0) <= resume_iter]
+            atomic_write_text(path, "".join(keep))
+
+    def write(self, rec: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+
+    def read(self) -> list[dict]:
+        if not os.path.exists(self.path):
+            return []
+        return [json.loads(ln) for ln in open(self.path) if ln.strip()]
+
+
+def _panel(xs: list[list[float]], ys: list[list[float]], names: list[str], title: str,
+           size: tuple[int, int] = (420, 640)) -> np.ndarray:
+    import cv2
+    h, w = size
+    img = np.full((h, w, 3), 255, np.uint8)
+    colors = [(200, 80, 30), (30, 120, 220), (40, 160, 40), (160, 40, 160)]
+    pts = [(x, y) for xx, yy in zip(xs, ys) for x, y in zip(xx, yy) if math.isfinite(y)]
+    cv2.putText(img, title, (10, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    if not pts:
+        return img
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    x1 = x1 if x1 > x0 else x0 + 1
+    y1 = y1 if y1 > y0 else y0 + 1e-6
+    L, R, T, B = 60, w - 15, 35, h - 35
+
+    def px(x: float, y: float) -> tuple[int, int]:
+        return int(L + (x - x0) / (x1 - x0) * (R - L)), int(B - (y - y0) / (y1 - y0) * (B - T))
+
+    cv2.rectangle(img, (L, T), (R, B), (0, 0, 0), 1)
+    for k in range(5):
+        yv = y0 + (y1 - y0) * k / 4
+        _, yp = px(x0, yv)
+        cv2.line(img, (L, yp), (R, yp), (225, 225, 225), 1)
+        cv2.putText(img, f"{yv:.3g}", (4, yp + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (60, 60, 60), 1, cv2.LINE_AA)
+    cv2.putText(img, f"iter {int(x0)}", (L, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
+    cv2.putText(img, f"{int(x1)}", (R - 40, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
+    for i, (xx, yy, name) in enumerate(zip(xs, ys, names)):
+        c = colors[i % len(colors)]
+        poly = np.array([px(x, y) for x, y in zip(xx, yy) if math.isfinite(y)], np.int32)
+        if len(poly) > 1:
+            cv2.polylines(img, [poly], False, c, 2, cv2.LINE_AA)
+        elif len(poly) == 1:
+            cv2.circle(img, tuple(int(v) for v in poly[0]), 3, c, -1)
+        cv2.putText(img, name, (R - 150, T + 18 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, c, 1, cv2.LINE_AA)
+    return img
+
+
+def plot_curves(records: list[dict], path: str) -> None:
+    """Loss (train) and mIoU (val) side by side, written atomically as PNG."""
+    import cv2
+    tr = [r for r in records if "loss" in r]
+    va = [r for r in records if "miou" in r]
+    left = _panel([[r["iter"] for r in tr]] * 2, [[r["loss"] for r in tr], [r.get("loss_aux", math.nan) for r in tr]],
+                  ["loss", "aux loss"], "training loss")
+    right = _panel([[r["iter"] for r in va]] * 2, [[r["miou"] for r in va], [r.get("acc", math.nan) for r in va]],
+                   ["val mIoU", "pixel acc"], "validation")
+    img = np.concatenate([left, right], axis=1)
+    ok, buf = cv2.imencode(".png", img[:, :, ::-1])
+    if ok:
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.tobytes())
+        os.replace(tmp, path)

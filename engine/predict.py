@@ -1,0 +1,59 @@
+"""Multi-scale, flip test-time augmentation through the fused streaming merge (SPEC §4 TTA).
+
+Only one view's logits are alive at a time: each view is resized, softmaxed, un-flipped and added into one running
+float32 (B, C, H, W) accumulator by csrc's fused kernel, so memory is bounded whatever the number of views
+(mmseg 1.x keeps every view's full-size map).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from csrc import ops
+from engine.evaluate import autocast
+
+TTA_SCALES = (256, 384, 512, 640)  # SPEC §4: the team's scales (step 128) × horizontal flip
+
+
+def view_size(h: int, w: int, scale: int | None) -> tuple[int, int]:
+    """Scale s resizes the image so its longer side is s, keeping the aspect ratio (None: native size).
+
+    For the competition's 512×512 images this is exactly the s×s views the team used.
+    """
+    if scale is None:
+        return h, w
+    r = scale / max(h, w)
+    return max(1, int(round(h * r))), max(1, int(round(w * r)))
+
+
+@torch.no_grad()
+def tta_accumulate(models: Sequence[torch.nn.Module], img: torch.Tensor, scales: Sequence[int | None],
+                   flip: bool, amp: str = "none", channels_last: bool = False,
+                   acc: "ops.TTAAccumulator | None" = None, on_view=None) -> "ops.TTAAccumulator":
+    """Feed every (model, scale, flip) view of a uint8 batch (B, 3, H, W) into one accumulator.
+
+    Several models make a soft ensemble of teachers (each view weighs the same). `on_view(model_idx, scale, flipped,
+    logits)` sees each view's logits before they are merged (infer.py uses it for the single-scale metric).
+    """
+    b, _, h, w = img.shape
+    num_classes = models[0].num_classes
+    if acc is None:
+        acc = ops.TTAAccumulator(b, num_classes, (h, w), img.device)
+    for mi, model in enumerate(models):
+        x0 = model.normalize(img)  # (B, 3, H, W) float32
+        for s in scales:
+            vh, vw = view_size(h, w, s)
+            x = x0 if (vh, vw) == (h, w) else F.interpolate(x0, size=(vh, vw), mode="bilinear", align_corners=False)
+            for flipped in ((False, True) if flip else (False,)):
+                xv = x.flip(-1) if flipped else x
+                if channels_last:
+                    xv = xv.contiguous(memory_format=torch.channels_last)
+                with autocast(img.device, amp):
+                    logits = model(xv)  # (B, C, vh, vw)
+                if on_view is not None:
+                    on_view(mi, s, flipped, logits)
+                acc.add(logits, flip=flipped)
+                del logits
+    return acc

@@ -1,0 +1,215 @@
+"""Predict a COCO image list with optional multi-scale flip TTA; write the competition CSV, probabilities, masks.
+
+    make submit EXP=runs/demo TTA=1                 # best.pt of the run → EXP/submission.csv, validated
+    python infer.py --ckpt runs/x/best.pt --data-root /data --json test.json --tta --out runs/x/submission.csv
+    python infer.py --ckpt runs/x/best.pt --data-root /data --json val.json --tta --eval      # single vs TTA mIoU
+    python infer.py ... --save-probs runs/x/probs_test       # for ensemble.py (uint8 per class, 256 px default)
+    torchrun --nproc_per_node 8 infer.py --ckpt ... --tta     # images sharded across GPUs, rank 0 writes the CSV
+
+TTA (SPEC §4): scales 256/384/512/640 (longer side) × horizontal flip; each view's logits are resized to the full
+image, softmaxed, un-flipped and averaged by csrc's fused streaming merge, one view alive at a time.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import models
+from csrc import ops
+from data.classes import CLASSES, palette_flat
+from data.coco import CocoSegDataset, DataError
+from data.loader import build_eval_loader
+from data.probs import save_probs
+from data.submission import SubmissionWriter, format_row, to_submission_map, validate, SubmissionError
+from engine import dist as D
+from engine.predict import TTA_SCALES, tta_accumulate
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("trashseg infer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="a train.py checkpoint (best.pt) or a converted model file")
+    p.add_argument("--data-root", default="demo_data")
+    p.add_argument("--json", default="test.json", help="relative to --data-root unless it exists as given")
+    p.add_argument("--out", default=None, help="submission CSV (default: next to the checkpoint); '' for none")
+    p.add_argument("--tta", action="store_true", help=f"scales {TTA_SCALES} × horizontal flip")
+    p.add_argument("--scales", type=int, nargs="+", default=None, help="longer-side sizes of the views")
+    p.add_argument("--flip", action="store_true", help="add horizontally flipped views")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--save-probs", default=None, metavar="DIR", help="per-image class probabilities (.npz)")
+    p.add_argument("--probs-size", type=int, default=256, help="side of saved probabilities; 0 = image size")
+    p.add_argument("--probs-dtype", default="uint8", choices=["uint8", "float16"])
+    p.add_argument("--save-masks", default=None, metavar="DIR", help="palette PNG label maps at image size")
+    p.add_argument("--eval", action="store_true", help="JSON has annotations: mIoU single-scale vs TTA")
+    p.add_argument("--skip-invalid", action="store_true")
+    return p
+
+
+def save_palette_png(folder: str, image_id: str, labels: np.ndarray) -> None:
+    """Pixel value = class id, coloured by the SPEC palette; written atomically."""
+    from PIL import Image
+    path = os.path.join(folder, os.path.splitext(image_id)[0] + ".png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    im = Image.fromarray(labels.astype(np.uint8), mode="P")
+    im.putpalette(palette_flat())
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=os.path.dirname(path))
+    with os.fdopen(fd, "wb") as f:
+        im.save(f, format="PNG")
+    os.replace(tmp, path)
+
+
+def report(name: str, res: dict) -> str:
+    per = "  ".join(f"{c[:10]} {v:.3f}" for c, v in zip(CLASSES, res["iou"].tolist()) if v == v)
+    return f"{name:>12}: mIoU {res['miou']:.4f}  acc {res['acc']:.4f}  macc {res['macc']:.4f}\n{'':>14}{per}"
+
+
+def main(args: argparse.Namespace) -> dict:
+    info = D.init(args.device)
+    dev = info.device
+    amp = ("bf16" if dev.type == "cuda" else "none") if args.amp == "auto" else args.amp
+    json_path = args.json if (os.path.isabs(args.json) or os.path.exists(args.json)) \
+        else os.path.join(args.data_root, args.json)
+    out = args.out if args.out is not None else os.path.join(os.path.dirname(os.path.abspath(args.ckpt)),
+                                                             "submission.csv")
+    try:
+        model = models.load_model(args.ckpt, map_location="cpu").to(dev).eval()
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+        sys.exit(f"error: {args.ckpt}: {e}")
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    try:
+        ds = CocoSegDataset(args.data_root, json_path, skip_invalid=args.skip_invalid)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if len(ds) == 0:
+        sys.exit(f"error: {json_path}: no images to predict")
+    if args.eval and not ds.has_labels:
+        sys.exit(f"error: --eval needs annotations, and {json_path} has none")
+    scales = list(args.scales or (TTA_SCALES if args.tta else [None]))
+    flip = args.flip or args.tta
+    nviews = len(scales) * (2 if flip else 1)
+    C = model.num_classes
+
+    loader = build_eval_loader(ds, batch_size=args.batch_size, workers=args.workers, rank=info.rank,
+                               world_size=info.world_size)
+    # Rank r predicts images r, r+W, ...; each writes its rows to a part file, rank 0 interleaves them in order.
+    part = None
+    if out:
+        part = open(f"{out}.part{info.rank}", "w") if info.enabled else SubmissionWriter(out)
+    cm_tta = torch.zeros(C, C, dtype=torch.int64, device=dev)
+    cm_single = torch.zeros_like(cm_tta)
+    bar = None
+    if info.is_main:
+        from tqdm import tqdm
+        bar = tqdm(total=len(ds), desc=f"infer ({nviews} view{'s' * (nviews > 1)})", dynamic_ncols=True,
+                   file=sys.stdout)
+    try:
+        for batch in loader:
+            img_b = batch["image"].to(dev, non_blocking=True)  # (B, 3, Hmax, Wmax) uint8
+            sizes = batch.get("sizes") or [tuple(img_b.shape[-2:])] * img_b.shape[0]
+            same = all(s == sizes[0] for s in sizes)
+            # a padded batch of mixed sizes is predicted image by image: padding would change the views
+            groups = [slice(0, img_b.shape[0])] if same else [slice(i, i + 1) for i in range(img_b.shape[0])]
+            for sl in groups:
+                h, w = sizes[sl.start]
+                img = img_b[sl, :, :h, :w]
+                mask = batch["mask"][sl, :h, :w].to(dev) if args.eval else None
+                seen_native = []
+
+                def on_view(mi, s, flipped, logits):
+                    if args.eval and not flipped and tuple(logits.shape[-2:]) == (h, w) and not seen_native:
+                        cm_single.add_(ops.confusion_matrix(logits, mask, C))
+                        seen_native.append(True)
+
+                acc = tta_accumulate([model], img, scales, flip, amp, args.channels_last, on_view=on_view)
+                if args.eval and not seen_native:  # no native-size view among the scales: run one
+                    tta_accumulate([model], img, [None], False, amp, args.channels_last, on_view=on_view)
+                labels, _ = acc.argmax()  # (b, h, w)
+                if args.eval:
+                    cm_tta.add_(ops.confusion_matrix(labels, mask, C))
+                if args.save_probs:
+                    probs = acc.probs()  # (b, C, h, w) float32
+                    if args.probs_size > 0:
+                        probs = F.interpolate(probs, size=(args.probs_size, args.probs_size), mode="bilinear",
+                                              align_corners=False)
+                labels_np = labels.to(torch.uint8).cpu().numpy()
+                for j in range(labels_np.shape[0]):
+                    iid = batch["image_id"][sl.start + j]
+                    if part is not None:
+                        if info.enabled:
+                            part.write(format_row(iid, to_submission_map(labels_np[j])))
+                        else:
+                            part.write(iid, labels_np[j])
+                    if args.save_probs:
+                        save_probs(args.save_probs, iid, probs[j].cpu().numpy(), (h, w), args.probs_dtype)
+                    if args.save_masks:
+                        save_palette_png(args.save_masks, iid, labels_np[j])
+                del acc
+            if bar:
+                bar.update(len(sizes) * info.world_size)
+    except BaseException:
+        if isinstance(part, SubmissionWriter):
+            part.abort()
+        raise
+    if bar:
+        bar.close()
+    if part is not None:
+        if info.enabled:
+            part.close()
+            D.barrier(info)
+            if info.is_main:
+                _merge_parts(out, info.world_size, len(ds))
+            D.barrier(info)
+        else:
+            part.close()
+    result = {}
+    if args.eval:
+        D.all_reduce_sum(cm_tta, info)
+        D.all_reduce_sum(cm_single, info)
+        result = {"single": ops.miou(cm_single), "tta": ops.miou(cm_tta)}
+        if info.is_main:
+            print(report("single-scale", result["single"]))
+            if nviews > 1:
+                print(report(f"TTA x{nviews}", result["tta"]))
+    if out and info.is_main:
+        try:
+            n = validate(out, json_path)
+        except SubmissionError as e:
+            sys.exit(f"error: the submission written failed validation: {e}")
+        print(f"wrote {out}: {n} rows, validated against {json_path}")
+    D.cleanup(info)
+    return result
+
+
+def _merge_parts(out: str, world: int, n: int) -> None:
+    """Interleave rank part files (rank r holds images r, r+W, ...) into the CSV in the JSON's order, streaming."""
+    parts = [open(f"{out}.part{r}") for r in range(world)]
+    w = SubmissionWriter(out)
+    try:
+        for i in range(n):
+            line = parts[i % world].readline()
+            if not line:
+                raise RuntimeError(f"rank {i % world}'s part file ended early at image {i}")
+            w.write_line(line)
+        w.close()
+    except BaseException:
+        w.abort()
+        raise
+    finally:
+        for r, f in enumerate(parts):
+            f.close()
+            os.unlink(f"{out}.part{r}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,142 @@
+"""Label unlabelled images with one teacher or an ensemble of teachers (TTA), for the next student to train on.
+
+    make pseudo ROUNDS=3                              # teacher → labels → student → val mIoU, round after round
+    python pseudo_label.py --ckpt runs/r0/best.pt --data-root /data --json test.json extra.json \
+        --tta --out runs/pl1                          # → runs/pl1/pseudo.json + PNG label maps
+    python train.py --data-root /data --train-json train.json runs/pl1/pseudo.json --out runs/r1
+    torchrun --nproc_per_node 8 pseudo_label.py ...   # images sharded across GPUs
+
+Pixels whose merged maximum probability is below --threshold become 255 (ignored by the loss). The default comes
+from measurements on the demo data, in README "Pseudo-labelling".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+import models
+from data.classes import CLASSES, IGNORE_INDEX
+from data.coco import CocoSegDataset, DataError
+from data.loader import build_eval_loader
+from engine import dist as D
+from engine.log import atomic_write_text
+from engine.predict import TTA_SCALES, tta_accumulate
+from infer import save_palette_png
+
+DEFAULT_THRESHOLD = 0.7
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("trashseg pseudo_label", description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--ckpt", nargs="+", required=True, help="teacher checkpoint(s); several = soft ensemble")
+    p.add_argument("--data-root", default="demo_data")
+    p.add_argument("--json", nargs="+", default=["test.json"], help="COCO image lists to label")
+    p.add_argument("--out", required=True, help="output folder (never inside --data-root)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="0 keeps every pixel (the team's)")
+    p.add_argument("--tta", action="store_true", help=f"scales {TTA_SCALES} × horizontal flip")
+    p.add_argument("--scales", type=int, nargs="+", default=None)
+    p.add_argument("--flip", action="store_true")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
+    p.add_argument("--device", default="auto")
+    return p
+
+
+def main(args: argparse.Namespace) -> dict:
+    info = D.init(args.device)
+    dev = info.device
+    amp = ("bf16" if dev.type == "cuda" else "none") if args.amp == "auto" else args.amp
+    out = os.path.abspath(args.out)
+    root = os.path.abspath(args.data_root)
+    if out == root or out.startswith(root + os.sep):
+        sys.exit(f"error: --out {args.out} is inside --data-root {args.data_root}: pseudo-labels must never be "
+                 f"mixed with the real data")
+    if not 0.0 <= args.threshold < 1.0:
+        sys.exit(f"error: --threshold must be in [0, 1), got {args.threshold}")
+    jsons = [j if (os.path.isabs(j) or os.path.exists(j)) else os.path.join(args.data_root, j) for j in args.json]
+    teachers = []
+    for c in args.ckpt:
+        try:
+            teachers.append(models.load_model(c, map_location="cpu").to(dev).eval())
+        except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+            sys.exit(f"error: {c}: {e}")
+    C = teachers[0].num_classes
+    if any(t.num_classes != C for t in teachers):
+        sys.exit(f"error: teachers disagree on the class count: {[t.num_classes for t in teachers]}")
+    try:
+        ds = CocoSegDataset(args.data_root, jsons)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if len(ds) == 0:
+        sys.exit(f"error: {jsons}: no images to label")
+    scales = list(args.scales or (TTA_SCALES if args.tta else [None]))
+    flip = args.flip or args.tta
+
+    loader = build_eval_loader(ds, batch_size=args.batch_size, workers=args.workers, rank=info.rank,
+                               world_size=info.world_size)
+    pix = torch.zeros(C, dtype=torch.float64)  # pixels predicted as each class
+    ign = torch.zeros(C, dtype=torch.float64)  # of those, below the threshold
+    entries = []
+    bar = None
+    if info.is_main:
+        from tqdm import tqdm
+        bar = tqdm(total=len(ds), desc="pseudo-label", dynamic_ncols=True, file=sys.stdout)
+    for batch in loader:
+        img_b = batch["image"].to(dev, non_blocking=True)  # (B, 3, H, W) uint8
+        sizes = batch.get("sizes") or [tuple(img_b.shape[-2:])] * img_b.shape[0]
+        for j, (h, w) in enumerate(sizes):
+            acc = tta_accumulate(teachers, img_b[j:j + 1, :, :h, :w], scales, flip, amp)
+            labels, maxp = acc.argmax()  # (1, h, w), (1, h, w)
+            labels, maxp = labels[0].long().cpu(), maxp[0].float().cpu()
+            low = maxp < args.threshold
+            pix += torch.bincount(labels.reshape(-1), minlength=C).double()
+            ign += torch.bincount(labels[low], minlength=C).double()
+            labels[low] = IGNORE_INDEX
+            iid = batch["image_id"][j]
+            save_palette_png(out, iid, labels.to(torch.uint8).numpy())
+            rec = dict(ds.images[batch["index"][j]])
+            rec.pop("mask_file", None)
+            rec["mask_file"] = os.path.splitext(iid)[0] + ".png"  # relative to pseudo.json's folder
+            entries.append((batch["index"][j], rec))
+        if bar:
+            bar.update(len(sizes) * info.world_size)
+    if bar:
+        bar.close()
+    if info.enabled:
+        gathered = [None] * info.world_size
+        torch.distributed.all_gather_object(gathered, (entries, pix, ign))
+        entries = [e for g in gathered for e in g[0]]
+        pix = sum(g[1] for g in gathered)
+        ign = sum(g[2] for g in gathered)
+    entries.sort(key=lambda e: e[0])
+    share = {CLASSES[c] if c < len(CLASSES) else str(c): (float(ign[c] / pix[c]) if pix[c] > 0 else None)
+             for c in range(C)}
+    total_ign = float(ign.sum() / pix.sum())
+    if info.is_main:
+        doc = {
+            "info": {"description": "trashseg pseudo-labels", "teachers": [os.path.abspath(c) for c in args.ckpt],
+                     "threshold": args.threshold, "scales": scales, "flip": flip,
+                     "sources": [os.path.abspath(j) for j in jsons], "ignored_share": total_ign,
+                     "ignored_share_per_class": share},
+            "images": [rec for _, rec in entries],
+            "categories": [{"id": i, "name": n} for i, n in enumerate(CLASSES) if i > 0],
+        }
+        atomic_write_text(os.path.join(out, "pseudo.json"), json.dumps(doc) + "\n")
+        print(f"labelled {len(entries)} images with {len(teachers)} teacher(s), {len(scales) * (1 + flip)} views, "
+              f"threshold {args.threshold}: {100 * total_ign:.1f}% of pixels ignored")
+        print("ignored share by predicted class: " + "  ".join(
+            f"{k} {100 * v:.1f}%" for k, v in share.items() if v is not None))
+        print(f"wrote {os.path.join(out, 'pseudo.json')}")
+    D.cleanup(info)
+    return {"ignored_share": total_ign, "per_class": share}
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,134 @@
+"""infer.py / pseudo_label.py against hand-written references on a small random model."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    import models
+    tmp = tmp_path_factory.mktemp("inf")
+    demo = tmp / "demo"
+    subprocess.run([PY, "-m", "data.demo", "--out", str(demo), "--train", "4", "--val", "3", "--test", "3",
+                    "--extra", "3", "--size", "96", "--seed", "5"], cwd=ROOT, check=True, capture_output=True)
+    torch.manual_seed(0)
+    model = models.build_model("upernet_convnext_demo", 11).eval()
+    ck = tmp / "model.pt"
+    torch.save({"model": model.state_dict(), "model_name": "upernet_convnext_demo", "num_classes": 11}, ck)
+    return str(demo), str(ck), model
+
+
+def _hand_tta(model, img_u8, scales, flip):
+    """The plain loop SPEC §4 describes: each view's logits → bilinear to full size → softmax → un-flip → mean."""
+    x = model.normalize(torch.from_numpy(img_u8).permute(2, 0, 1)[None])
+    h, w = img_u8.shape[:2]
+    total, n = 0, 0
+    with torch.no_grad():
+        for s in scales:
+            r = s / max(h, w)
+            vh, vw = max(1, round(h * r)), max(1, round(w * r))
+            xv = F.interpolate(x, size=(vh, vw), mode="bilinear", align_corners=False)
+            for fl in ([False, True] if flip else [False]):
+                out = model(xv.flip(-1) if fl else xv)
+                p = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False).softmax(1)
+                total = total + (p.flip(-1) if fl else p)
+                n += 1
+    return (total / n)[0]  # (C, H, W)
+
+
+def test_tta_matches_hand_loop_and_csv(setup, tmp_path):
+    demo, ck, model = setup
+    from data.coco import CocoSegDataset
+    from data.probs import load_probs
+    from data.submission import read_submission
+    out = tmp_path / "sub.csv"
+    r = subprocess.run([PY, "infer.py", "--ckpt", ck, "--data-root", demo, "--json", "test.json", "--tta",
+                        "--scales", "64", "96", "128", "--out", str(out), "--save-probs", str(tmp_path / "p"),
+                        "--probs-size", "0", "--probs-dtype", "float16", "--workers", "0"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ds = CocoSegDataset(demo, os.path.join(demo, "test.json"))
+    sub = read_submission(str(out))
+    assert list(sub) == ds.image_ids  # the JSON's order
+    for i, iid in enumerate(ds.image_ids):
+        img = ds[i]["image"]
+        ref = _hand_tta(model, img, [64, 96, 128], True)
+        got, size = load_probs(str(tmp_path / "p"), iid)
+        assert size == img.shape[:2]
+        np.testing.assert_allclose(got, ref.numpy(), atol=2e-3)  # float16 storage
+        top2 = ref.topk(2, 0).values
+        sure = (top2[0] - top2[1] > 1e-4).numpy()
+        lab = ref.argmax(0).numpy().astype(np.uint8)
+        want = cv2.resize(lab, (256, 256), interpolation=cv2.INTER_NEAREST)
+        sure256 = cv2.resize(sure.astype(np.uint8), (256, 256), interpolation=cv2.INTER_NEAREST).astype(bool)
+        assert np.array_equal(sub[iid][sure256], want[sure256])
+
+
+def test_eval_agrees_with_saved_masks(setup, tmp_path):
+    demo, ck, _ = setup
+    import infer
+    from csrc import ops
+    from data.coco import CocoSegDataset
+    args = infer.get_args_parser().parse_args(["--ckpt", ck, "--data-root", demo, "--json", "val.json", "--eval",
+                                               "--save-masks", str(tmp_path / "m"), "--out", "", "--workers", "0"])
+    res = infer.main(args)
+    ds = CocoSegDataset(demo, os.path.join(demo, "val.json"))
+    cm = torch.zeros(11, 11, dtype=torch.int64)
+    from PIL import Image
+    for i, iid in enumerate(ds.image_ids):
+        pred = np.array(Image.open(tmp_path / "m" / (os.path.splitext(iid)[0] + ".png")))
+        cm += ops.ref_confusion_matrix(torch.from_numpy(pred)[None], torch.from_numpy(ds[i]["mask"])[None], 11)
+    assert res["single"]["miou"] == pytest.approx(ops.miou(cm)["miou"], abs=1e-12)
+    assert torch.equal(res["tta"]["iou"].nan_to_num(-1), ops.miou(cm)["iou"].nan_to_num(-1))
+
+
+def test_bad_checkpoint_and_empty_set(setup, tmp_path):
+    demo, ck, model = setup
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": model.state_dict(), "model_name": "upernet_convnext_demo", "num_classes": 5}, bad)
+    r = subprocess.run([PY, "infer.py", "--ckpt", str(bad), "--data-root", demo, "--out", ""], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "bad.pt" in r.stderr
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"images": [], "categories": []}))
+    r = subprocess.run([PY, "infer.py", "--ckpt", ck, "--data-root", demo, "--json", str(empty), "--out", ""],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "no images" in r.stderr
+
+
+def test_pseudo_labels_threshold_and_train_reads_them(setup, tmp_path):
+    demo, ck, model = setup
+    import pseudo_label
+    from data.coco import CocoSegDataset
+    out = tmp_path / "pl"
+    args = pseudo_label.get_args_parser().parse_args(["--ckpt", ck, "--data-root", demo, "--json", "test.json",
+                                                      "extra.json", "--out", str(out), "--threshold", "0.5",
+                                                      "--scales", "96", "--flip", "--workers", "0"])
+    pseudo_label.main(args)
+    ds = CocoSegDataset(demo, str(out / "pseudo.json"))
+    assert ds.has_labels and len(ds) == 6
+    src = CocoSegDataset(demo, [os.path.join(demo, "test.json"), os.path.join(demo, "extra.json")])
+    for i in range(len(ds)):
+        ref = _hand_tta(model, src[i]["image"], [96], True)
+        maxp, lab = ref.max(0)
+        got = ds[i]["mask"]
+        low = (maxp < 0.5).numpy()
+        margin = ((maxp - 0.5).abs() > 1e-4).numpy()
+        assert (got[low & margin] == 255).all()
+        keep = ~low & margin
+        assert np.array_equal(got[keep], lab.numpy()[keep])
+    meta = json.load(open(out / "pseudo.json"))["info"]
+    assert meta["threshold"] == 0.5 and meta["teachers"]
+    r = subprocess.run([PY, "pseudo_label.py", "--ckpt", ck, "--data-root", demo, "--out", os.path.join(demo, "x")],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "inside --data-root" in r.stderr
