@@ -281,8 +281,9 @@ class _Entry:
 class CocoSegDataset:
     """Images and class-id masks of one or more COCO files over a data root (SPEC §1).
 
-    `json_files` are concatenated in order. Items: dict(image=uint8 (H,W,3) RGB, mask=uint8 (H,W) or None when the
-    image is unlabelled, image_id=file_name). Image ids are only ever dictionary keys, never list indices.
+    `json_files` are concatenated in order; a relative path not found as given is looked up under data_root.
+    Items: dict(image=uint8 (H,W,3) RGB, mask=uint8 (H,W) or None when the image is unlabelled, image_id=file_name).
+    Image ids are only ever dictionary keys, never list indices.
     """
 
     def __init__(self, data_root: str, json_files: str | Sequence[str], skip_invalid: bool = False,
@@ -296,7 +297,10 @@ class CocoSegDataset:
         self._cache: dict[int, tuple] = {}
         seen_names: dict[str, str] = {}
         for jf in self.json_files:
-            self._load_file(os.fspath(jf), seen_names)
+            jf = os.fspath(jf)
+            if not os.path.isabs(jf) and not os.path.exists(jf) and os.path.exists(os.path.join(data_root, jf)):
+                jf = os.path.join(data_root, jf)  # "train.json" means DATA_ROOT/train.json unless it exists here
+            self._load_file(jf, seen_names)
         self.images: list[dict] = [e.record for e in self._entries]
         self.image_ids: list[str] = [e.record["file_name"] for e in self._entries]
         self.has_labels: bool = all(e.anns is not None or e.mask_file is not None for e in self._entries)
@@ -356,7 +360,7 @@ class CocoSegDataset:
             other = "this file" if seen_names[fn] == jf else seen_names[fn]
             self._problem(f"{where}: duplicate file_name (already listed in {other})")
             return None
-        w, h = rec.get("width"), rec.get("height")
+        w, h = _key(rec.get("width")), _key(rec.get("height"))  # 512.0 is 512
         for name, v in (("width", w), ("height", h)):
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
                 self._problem(f"{where}: bad {name} {v!r}")
@@ -442,6 +446,9 @@ class CocoSegDataset:
                     continue
                 # Missing area is tolerated: the pixel count orders painting as COCO's area would.
                 area = float(mask_utils.area(segm_to_rle(segm, e.height, e.width)))
+            elif area > e.width * e.height + e.width + e.height:  # beyond any rounding of a full-image polygon
+                self._problem(f"{where}: area {area:g} exceeds the {e.width}x{e.height} image")
+                continue
             e.anns.append(_Ann(aid, cls, float(area), segm))  # type: ignore[union-attr]
 
     @staticmethod

@@ -6,6 +6,7 @@ import copy
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -249,6 +250,9 @@ def _mutate(d: dict, case: str, root: str) -> tuple[str, str]:
     if case == "polygon far outside":
         a0["segmentation"] = [[30, 15, 140, 15, 40, 25]]
         return "polygon 0 reaches outside", "annotation id=1"
+    if case == "area too large":
+        a0["area"] = 64 * 48 * 2
+        return "area 6144 exceeds the 64x48 image", "annotation id=1"
     if case == "rle size":
         d["annotations"][3]["segmentation"]["size"] = [64, 48]
         return "RLE size 64x48 .* differs from the image's 48x64", "annotation id=4"
@@ -280,7 +284,7 @@ def _mutate(d: dict, case: str, root: str) -> tuple[str, str]:
 
 
 BAD_CASES = ["unknown image", "unknown category id", "unknown category name", "polygon < 3 points",
-             "odd coordinates", "empty segmentation", "bbox outside", "polygon far outside", "rle size",
+             "odd coordinates", "empty segmentation", "bbox outside", "polygon far outside", "area too large", "rle size",
              "rle counts", "rle string", "duplicate image id", "duplicate file name", "duplicate annotation id",
              "missing image", "size disagrees", "missing mask_file"]
 
@@ -294,7 +298,6 @@ def test_bad_input_named(root, case):
         CocoSegDataset(root, jp)
     msg = str(ei.value)
     assert "\n" not in msg and jp in msg and names in msg, msg
-    import re
     assert re.search(pattern, msg), msg
     # and --skip-invalid turns it into listed skips: one, except that the renumbered duplicate image also orphans
     # the two annotations of its old id
