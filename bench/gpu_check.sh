@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# make gpu-check: one prepared run for a machine with a CUDA GPU (budget: 5 minutes in all).
+#   1. environment, 2. build the CUDA ops (csrc.build --cuda), 3. the CUDA tests (pytest -m gpu, ops tests),
+#   4. GPU benchmarks; then ONE table: a row per step (status, seconds, last log line) and a row per benchmark.
+# Logs and JSON go to $GPU_CHECK_OUT (default: $OUT when the device tool sets it, else .cache/gpu_check).
+#
+# Adding a benchmark (lead's hooks, at the marked place below): one line
+#     step NAME SECONDS command args...
+# The step's status/time/last log line join the table. A command may also write rows to "$TSV_DIR/NAME.tsv"
+# (tab-separated: item, status, time, details), which the table shows instead of the last log line.
+# Keep the total (sum of the SECONDS limits) under 5 minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+# Python: $PY, else the repo venv if its torch sees a GPU, else python3 (the GPU image's torch).
+if [ -z "${PY:-}" ]; then
+  PY=python3
+  if [ -x .venv/bin/python ] && .venv/bin/python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    PY=.venv/bin/python
+  fi
+fi
+export PYTHONUNBUFFERED=1
+export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
+LOG_DIR="${GPU_CHECK_OUT:-${OUT:-.cache/gpu_check}}"
+TSV_DIR="$LOG_DIR/rows"
+mkdir -p "$LOG_DIR" "$TSV_DIR"
+SUMMARY="$LOG_DIR/summary.tsv"
+: > "$SUMMARY"
+T0=$(date +%s)
+FAILED=0
+
+step() {  # step NAME SECONDS cmd...
+  local name=$1 limit=$2
+  shift 2
+  local t=$(date +%s)
+  echo "== $name (limit ${limit}s): $*"
+  timeout -k 10 "$limit" "$@" > "$LOG_DIR/$name.log" 2>&1
+  local rc=$?
+  local dt=$(( $(date +%s) - t ))
+  local status=ok
+  [ $rc -eq 124 ] && status="TIMEOUT" || { [ $rc -ne 0 ] && status="FAIL($rc)"; }
+  [ $rc -ne 0 ] && FAILED=1
+  local last
+  last=$(grep -v '^\s*$' "$LOG_DIR/$name.log" | tail -n 1 | cut -c1-110)
+  printf '%s\t%s\t%ss\t%s\n' "$name" "$status" "$dt" "$last" >> "$SUMMARY"
+  [ -s "$TSV_DIR/$name.tsv" ] && cat "$TSV_DIR/$name.tsv" >> "$SUMMARY"
+  tail -n 3 "$LOG_DIR/$name.log"
+}
+
+step env 60 "$PY" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'torch {torch.__version__} cuda {torch.version.cuda}; {p.name}, {p.multi_processor_count} SMs, {p.total_memory / 2**30:.0f} GiB')"
+step build_cuda 240 "$PY" -m csrc.build --cuda
+step test_cuda 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_ops.py
+step bench_ops 150 "$PY" bench/bench_ops.py --device cuda --json "$LOG_DIR/bench_ops.json" --tsv "$TSV_DIR/bench_ops.tsv"
+
+# ---- hooks: more GPU benchmarks (lead). Uncomment / add; mind the 5-minute total. -------------------------------
+# step bench_models 60 "$PY" bench/bench_models.py --device cuda
+# step bench_train  60 "$PY" bench/bench_train.py --device cuda
+# step bench_infer  60 "$PY" bench/bench_infer.py --device cuda
+# ---- end of hooks ---------------------------------------------------------------------------------------------------
+
+echo
+echo "== gpu-check: $(( $(date +%s) - T0 ))s in all; logs in $LOG_DIR"
+if command -v column > /dev/null; then
+  ( printf 'item\tstatus\ttime\tdetails\n'; cat "$SUMMARY" ) | column -t -s $'\t'
+else
+  ( printf 'item\tstatus\ttime\tdetails\n'; cat "$SUMMARY" ) | tr '\t' '|'
+fi
+exit $FAILED
