@@ -1,0 +1,190 @@
+"""Our UperNet against transformers' UperNetForSemanticSegmentation: same configuration, same weights, same precision.
+
+    python bench/bench_models.py                                   # CPU: ConvNeXt-T and Swin-T at 128 px, batch 2
+    python bench/bench_models.py --models upernet_swin_tiny --size 256 --batch 4
+    python bench/bench_models.py --device cuda                     # GPU (make gpu-check): bf16, channels_last, 512 px, batch 8
+
+Prints, per model, the median over alternating runs of inference (forward, no grad) and training-step (forward + CE loss with the 0.4 auxiliary term +
+backward + AdamW step) times for both implementations, the ratio (>1 means ours is faster), the max logit difference
+after copying HF's weights into ours with models.convert, and achieved TFLOP/s (training ≈ 3 × forward FLOPs, counted
+with torch.utils.flop_counter).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import models  # noqa: E402
+from models.convert import convert  # noqa: E402
+
+
+def hf_model(name: str, num_classes: int):
+    from transformers import ConvNextConfig, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation
+    cfg = models.MODELS[name]
+    stages = ["stage1", "stage2", "stage3", "stage4"]
+    if cfg["backbone"] == "convnext":
+        bb = ConvNextConfig(hidden_sizes=list(cfg["dims"]), depths=list(cfg["depths"]), out_features=stages,
+                            drop_path_rate=cfg["drop_path_rate"], layer_scale_init_value=cfg["layer_scale_init"])
+    else:
+        bb = SwinConfig(embed_dim=cfg["embed_dims"], depths=list(cfg["depths"]), num_heads=list(cfg["num_heads"]),
+                        window_size=cfg["window_size"], drop_path_rate=cfg["drop_path_rate"], out_features=stages)
+    up = UperNetConfig(backbone_config=bb, hidden_size=cfg["channels"], auxiliary_channels=cfg["aux_channels"],
+                       num_labels=num_classes)
+    return UperNetForSemanticSegmentation(up)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_pair(fa, fb, iters: int, warmup: int, device: torch.device) -> tuple[float, float]:
+    """Median seconds per call of fa and fb, measured alternately so that load from other processes hits both."""
+    for _ in range(warmup):
+        fa(), fb()
+    ta, tb = [], []
+    for _ in range(iters):
+        for fn, ts in ((fa, ta), (fb, tb)):
+            sync(device)
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            ts.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model.eval()(x)
+    return fc.get_total_flops()
+
+
+def bench_one(name: str, args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    hf = hf_model(name, args.num_classes)
+    ours = models.build_model(name, args.num_classes)
+    sd, _ = convert(hf.state_dict(), ours)
+    ours.load_state_dict(sd, strict=True)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    hf.to(device, memory_format=fmt)
+    ours.to(device, memory_format=fmt)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, args.num_classes, (args.batch, args.size, args.size), device=device)
+    amp = (torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bf16"
+           else contextlib.nullcontext())
+
+    with torch.no_grad(), amp:
+        diff = (hf.eval()(x).logits.float() - ours.eval()(x).float()).abs().max().item()
+    flops = forward_flops(ours, x)
+
+    run_ours = torch.compile(ours) if args.compile else ours
+
+    def fwd_ours():
+        with torch.no_grad(), amp:
+            run_ours(x)
+
+    def fwd_hf():
+        with torch.no_grad(), amp:
+            hf(x)
+
+    opt_o = torch.optim.AdamW(ours.parameters(), lr=1e-6)
+    opt_h = torch.optim.AdamW(hf.parameters(), lr=1e-6)
+
+    def step_ours():
+        with amp:
+            main, aux = run_ours(x)
+            loss = F.cross_entropy(main.float(), y, ignore_index=255) + \
+                0.4 * F.cross_entropy(aux.float(), y, ignore_index=255)
+        loss.backward()
+        opt_o.step()
+        opt_o.zero_grad(set_to_none=True)
+
+    def step_hf():
+        with amp:
+            loss = hf(x, labels=y).loss
+        loss.backward()
+        opt_h.step()
+        opt_h.zero_grad(set_to_none=True)
+
+    res = {"model": name, "diff": diff, "flops": flops}
+    ours.eval(), hf.eval()
+    res["fwd_hf"], res["fwd_ours"] = time_pair(fwd_hf, fwd_ours, args.iters, args.warmup, device)
+    ours.train(), hf.train()
+    res["train_hf"], res["train_ours"] = time_pair(step_hf, step_ours, args.iters, args.warmup, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        step_ours()
+        sync(device)
+        res["mem_ours"] = torch.cuda.max_memory_allocated() / 2 ** 30
+        torch.cuda.reset_peak_memory_stats()
+        step_hf()
+        sync(device)
+        res["mem_hf"] = torch.cuda.max_memory_allocated() / 2 ** 30
+    return res
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("bench_models", description="ours vs transformers UperNet, same config/precision")
+    p.add_argument("--models", nargs="+", default=["upernet_convnext_tiny", "upernet_swin_tiny"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--size", type=int, default=None, help="default 128 on CPU, 512 on CUDA")
+    p.add_argument("--batch", type=int, default=None, help="default 2 on CPU, 8 on CUDA")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="default fp32 on CPU, bf16 on CUDA")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="default off on CPU, on on CUDA (applied to both models)")
+    p.add_argument("--compile", action="store_true", help="torch.compile our model (not HF's)")
+    p.add_argument("--iters", type=int, default=None, help="default 3 on CPU, 20 on CUDA")
+    p.add_argument("--warmup", type=int, default=None, help="default 1 on CPU, 5 on CUDA")
+    p.add_argument("--num-classes", type=int, default=11)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        print("error: --device cuda but no CUDA device", file=sys.stderr)
+        return 2
+    for k, cpu, gpu in (("size", 128, 512), ("batch", 2, 8), ("dtype", "fp32", "bf16"), ("channels_last", False, True),
+                        ("iters", 3, 20), ("warmup", 1, 5)):
+        if getattr(args, k) is None:
+            setattr(args, k, gpu if cuda else cpu)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    dev = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"# {dev}; {args.size}x{args.size}, batch {args.batch}, {args.dtype}, "
+          f"channels_last={args.channels_last}, compile={args.compile}, torch {torch.__version__}")
+    head = (f"{'model':24s} {'fwd HF ms':>10s} {'fwd ours':>9s} {'ratio':>6s} {'train HF ms':>12s} "
+            f"{'train ours':>11s} {'ratio':>6s} {'TFLOP/s':>8s} {'max|Δ|':>8s}")
+    if cuda:
+        head += f" {'GiB HF':>7s} {'GiB ours':>8s}"
+    print(head)
+    for name in args.models:
+        r = bench_one(name, args)
+        tflops = 3 * r["flops"] / r["train_ours"] / 1e12
+        line = (f"{name:24s} {r['fwd_hf'] * 1e3:10.1f} {r['fwd_ours'] * 1e3:9.1f} {r['fwd_hf'] / r['fwd_ours']:6.2f} "
+                f"{r['train_hf'] * 1e3:12.1f} {r['train_ours'] * 1e3:11.1f} {r['train_hf'] / r['train_ours']:6.2f} "
+                f"{tflops:8.2f} {r['diff']:8.1e}")
+        if cuda:
+            line += f" {r['mem_hf']:7.2f} {r['mem_ours']:8.2f}"
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
