@@ -86,7 +86,7 @@ def recipe(name: str) -> dict:
                   aux_loss_weight=0.4, batch_size=16, drop_path_rate=cfg["drop_path_rate"])
     if name == "upernet_convnext_demo":
         # From scratch on CPU: a larger lr, a short warmup, no layer decay (nothing is pretrained).
-        return {**common, "lr": 1e-3, "weight_decay": 0.05, "layer_decay": 1.0, "layer_decay_num_layers": 12,
+        return {**common, "lr": 2e-3, "weight_decay": 0.05, "layer_decay": 1.0, "layer_decay_num_layers": 12,
                 "warmup_iters": 50, "batch_size": 8}
     if cfg["backbone"] == "convnext":
         return {**common, "lr": 8e-5 if name.endswith("xlarge") else 1e-4, "weight_decay": 0.05,
