@@ -354,8 +354,9 @@ def test_load_model_errors_say_what_differs(tmp_path):
     with pytest.raises(ValueError, match=r"missing keys: backbone\.norm0\.weight[\s\S]*unexpected keys: "
                                          r"decode_head\.extra\.weight"):
         load_model(_save(tmp_path, {**good, "model": bad}))
-    with pytest.raises(ValueError, match=r"shape mismatches: decode_head\.conv_seg\.weight: \(5, 64, 1, 1\) in .* "
-                                         r"vs \(7, 64, 1, 1\)"):
+    ch = models.MODELS["upernet_convnext_demo"]["channels"]
+    with pytest.raises(ValueError, match=rf"shape mismatches: decode_head\.conv_seg\.weight: \(5, {ch}, 1, 1\) in .* "
+                                         rf"vs \(7, {ch}, 1, 1\)"):
         load_model(_save(tmp_path, {**good, "num_classes": 7}))
 
 
@@ -366,3 +367,26 @@ def test_python_m_models_prints_params_and_flops(capsys):
     line = [ln for ln in out.splitlines() if ln.startswith("upernet_swin_tiny")][0]
     params, gflops = float(line.split()[1]), float(line.split()[2])
     assert 59 < params < 61 and 400 < gflops < 520  # mmseg: 236 GMACs at 512×512 (945 at 512×2048)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,ov", [("upernet_convnext_demo", TINY_CONVNEXT), ("upernet_swin_tiny", TINY_SWIN)])
+def test_cuda_matches_cpu_and_runs_bf16_channels_last(name, ov):
+    torch.manual_seed(0)
+    m = build_model(name, 4, **ov).eval()
+    x = torch.randn(2, 3, 100, 76)
+    with torch.no_grad():
+        ref = m(x)
+        mc = m.cuda().to(memory_format=torch.channels_last)
+        xc = x.cuda().contiguous(memory_format=torch.channels_last)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        assert torch.allclose(mc(xc).cpu(), ref, atol=1e-4, rtol=1e-4)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            low = mc(xc)
+    assert (low.float().cpu() - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
+    mc.train()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        a, b = mc(xc)
+        (a.float().mean() + b.float().mean()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in mc.parameters())
