@@ -6,15 +6,15 @@
     python infer.py ... --save-probs runs/x/probs_test       # for ensemble.py (uint8 per class, 256 px default)
     torchrun --nproc_per_node 8 infer.py --ckpt ... --tta     # images sharded across GPUs, rank 0 writes the CSV
 
-TTA (SPEC §4): scales 256/384/512/640 (longer side) × horizontal flip; each view's logits are resized to the full
-image, softmaxed, un-flipped and averaged by csrc's fused streaming merge, one view alive at a time.
+TTA (SPEC §4): scales 256/384/512/640 for 512-px images (ratios 0.5-1.25 of any image's longer side) × flip;
+each view's logits are resized to the full image, softmaxed, un-flipped and averaged by csrc's fused streaming
+merge, one view alive at a time.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import tempfile
 
 import numpy as np
 import torch
@@ -22,13 +22,14 @@ import torch.nn.functional as F
 
 import models
 from csrc import ops
-from data.classes import CLASSES, palette_flat
+from data.classes import CLASSES
+from data.io import write_palette_png
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from data.probs import save_probs
 from data.submission import SubmissionWriter, format_row, to_submission_map, validate, SubmissionError
 from engine import dist as D
-from engine.predict import TTA_SCALES, tta_accumulate
+from engine.predict import TTA_RATIOS, tta_accumulate
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -37,8 +38,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default="demo_data")
     p.add_argument("--json", default="test.json", help="relative to --data-root unless it exists as given")
     p.add_argument("--out", default=None, help="submission CSV (default: next to the checkpoint); '' for none")
-    p.add_argument("--tta", action="store_true", help=f"scales {TTA_SCALES} × horizontal flip")
-    p.add_argument("--scales", type=int, nargs="+", default=None, help="longer-side sizes of the views")
+    p.add_argument("--tta", action="store_true",
+                   help=f"views at {TTA_RATIOS} × the longer side (256..640 for 512 px) × horizontal flip")
+    p.add_argument("--scales", type=int, nargs="+", default=None,
+                   help="explicit longer-side sizes of the views (instead of --tta's ratios)")
     p.add_argument("--flip", action="store_true", help="add horizontally flipped views")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
@@ -55,16 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def save_palette_png(folder: str, image_id: str, labels: np.ndarray) -> None:
-    """Pixel value = class id, coloured by the SPEC palette; written atomically."""
-    from PIL import Image
-    path = os.path.join(folder, os.path.splitext(image_id)[0] + ".png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    im = Image.fromarray(labels.astype(np.uint8), mode="P")
-    im.putpalette(palette_flat())
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=os.path.dirname(path))
-    with os.fdopen(fd, "wb") as f:
-        im.save(f, format="PNG")
-    os.replace(tmp, path)
+    write_palette_png(os.path.join(folder, os.path.splitext(image_id)[0] + ".png"), labels.astype(np.uint8))
 
 
 def report(name: str, res: dict) -> str:
@@ -95,7 +89,7 @@ def main(args: argparse.Namespace) -> dict:
         sys.exit(f"error: {json_path}: no images to predict")
     if args.eval and not ds.has_labels:
         sys.exit(f"error: --eval needs annotations, and {json_path} has none")
-    scales = list(args.scales or (TTA_SCALES if args.tta else [None]))
+    scales = list(args.scales or (TTA_RATIOS if args.tta else [None]))
     flip = args.flip or args.tta
     nviews = len(scales) * (2 if flip else 1)
     C = model.num_classes

@@ -23,11 +23,10 @@ from data.classes import CLASSES, IGNORE_INDEX
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from engine import dist as D
-from engine.log import atomic_write_text
-from engine.predict import TTA_SCALES, tta_accumulate
-from infer import save_palette_png
+from data.io import atomic_write_text, write_palette_png
+from engine.predict import TTA_RATIOS, tta_accumulate
 
-DEFAULT_THRESHOLD = 0.7
+DEFAULT_THRESHOLD = 0.6  # README "Pseudo-labelling": the kept-label mIoU peaks here on held-out data
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -38,7 +37,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", nargs="+", default=["test.json"], help="COCO image lists to label")
     p.add_argument("--out", required=True, help="output folder (never inside --data-root)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="0 keeps every pixel (the team's)")
-    p.add_argument("--tta", action="store_true", help=f"scales {TTA_SCALES} × horizontal flip")
+    p.add_argument("--tta", action="store_true",
+                   help=f"views at {TTA_RATIOS} × the longer side (256..640 for 512 px) × horizontal flip")
     p.add_argument("--scales", type=int, nargs="+", default=None)
     p.add_argument("--flip", action="store_true")
     p.add_argument("--batch-size", type=int, default=1)
@@ -76,7 +76,7 @@ def main(args: argparse.Namespace) -> dict:
         sys.exit(2)
     if len(ds) == 0:
         sys.exit(f"error: {jsons}: no images to label")
-    scales = list(args.scales or (TTA_SCALES if args.tta else [None]))
+    scales = list(args.scales or (TTA_RATIOS if args.tta else [None]))
     flip = args.flip or args.tta
 
     loader = build_eval_loader(ds, batch_size=args.batch_size, workers=args.workers, rank=info.rank,
@@ -100,7 +100,7 @@ def main(args: argparse.Namespace) -> dict:
             ign += torch.bincount(labels[low], minlength=C).double()
             labels[low] = IGNORE_INDEX
             iid = batch["image_id"][j]
-            save_palette_png(out, iid, labels.to(torch.uint8).numpy())
+            write_palette_png(os.path.join(out, os.path.splitext(iid)[0] + ".png"), labels.to(torch.uint8).numpy())
             rec = dict(ds.images[batch["index"][j]])
             rec.pop("mask_file", None)
             rec["mask_file"] = os.path.splitext(iid)[0] + ".png"  # relative to pseudo.json's folder

@@ -121,7 +121,8 @@ def main() -> None:
     print(f"\n{name} train step on {torch.cuda.get_device_name(dev) if gpu else 'CPU'} | {size}x{size}, batch {bs}, "
           f"amp {amp}, channels_last {cl}, {iters} timed steps")
     print(f"{'':<28} {'s/step':>8} {'samples/s':>10} {'TFLOP/s':>8}")
-    for label, tt in (("ours (resident batch)", t_o), ("transformers (same)", t_t), ("ours end to end (loader)", t_e2e)):
+    rows = (("ours (resident batch)", t_o), ("transformers (same)", t_t), ("ours end to end (loader)", t_e2e))
+    for label, tt in rows:
         print(f"{label:<28} {tt:>8.4f} {bs / tt:>10.2f} {flops / tt / 1e12:>8.2f}")
     mfu = ""
     if gpu:

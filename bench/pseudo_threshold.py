@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import models  # noqa: E402
 from csrc import ops  # noqa: E402
 from data.coco import CocoSegDataset  # noqa: E402
-from engine.predict import TTA_SCALES, tta_accumulate  # noqa: E402
+from engine.predict import TTA_RATIOS, tta_accumulate  # noqa: E402
 
 
 def main() -> None:
@@ -35,13 +35,10 @@ def main() -> None:
     cms = {t: torch.zeros(C, C, dtype=torch.int64) for t in a.thresholds}
     kept = {t: 0 for t in a.thresholds}
     total = 0
-    scales = list(TTA_SCALES) if a.tta else [None]
+    scales = list(TTA_RATIOS) if a.tta else [None]
     for i in range(len(ds)):
         s = ds[i]
         img = torch.from_numpy(s["image"]).permute(2, 0, 1)[None].contiguous()  # (1, 3, H, W) uint8
-        if a.tta:
-            h, w = img.shape[-2:]
-            scales = [round(x * max(h, w) / 512) for x in TTA_SCALES]  # the team's 256..640 relative to 512
         labels, maxp = tta_accumulate([model], img, scales, a.tta).argmax()
         gt = torch.from_numpy(s["mask"])[None].long()
         total += gt.numel()

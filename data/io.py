@@ -65,6 +65,22 @@ def write_label_png(path: str, mask: np.ndarray) -> None:
     atomic_write_bytes(path, encode_png(mask))
 
 
+def write_palette_png(path: str, mask: np.ndarray) -> None:
+    """A label map as an indexed PNG coloured by the SPEC palette: pixel value = class id (255 white), so any viewer
+    shows colours and PIL / data.coco read class ids back."""
+    import io
+
+    from PIL import Image
+
+    from data.classes import palette_flat
+    assert mask.dtype == np.uint8 and mask.ndim == 2, (mask.dtype, mask.shape)
+    im = Image.fromarray(mask, mode="P")
+    im.putpalette(palette_flat())
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def read_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()

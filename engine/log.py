@@ -4,19 +4,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from typing import Any
 
+from data.io import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported for train.py)
+
 import numpy as np
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 class MetricsLog:
@@ -89,8 +81,4 @@ def plot_curves(records: list[dict], path: str) -> None:
     img = np.concatenate([left, right], axis=1)
     ok, buf = cv2.imencode(".png", img[:, :, ::-1])
     if ok:
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
+        atomic_write_bytes(path, buf.tobytes())

@@ -14,17 +14,18 @@ import torch.nn.functional as F
 from csrc import ops
 from engine.evaluate import autocast
 
-TTA_SCALES = (256, 384, 512, 640)  # SPEC §4: the team's scales (step 128) × horizontal flip
+TTA_SCALES = (256, 384, 512, 640)  # SPEC §4: the team's scales (step 128) × horizontal flip, for 512-px images
+TTA_RATIOS = (0.5, 0.75, 1.0, 1.25)  # the same views for an image of any size: ratios of its longer side
 
 
-def view_size(h: int, w: int, scale: int | None) -> tuple[int, int]:
-    """Scale s resizes the image so its longer side is s, keeping the aspect ratio (None: native size).
+def view_size(h: int, w: int, scale: int | float | None) -> tuple[int, int]:
+    """An int s resizes the image so its longer side is s; a float r scales it by r; None keeps it. Aspect kept.
 
-    For the competition's 512×512 images this is exactly the s×s views the team used.
+    For the competition's 512×512 images, 256/384/512/640 and 0.5/0.75/1.0/1.25 are the same s×s views the team used.
     """
     if scale is None:
         return h, w
-    r = scale / max(h, w)
+    r = scale if isinstance(scale, float) else scale / max(h, w)
     return max(1, int(round(h * r))), max(1, int(round(w * r)))
 
 

@@ -8,8 +8,8 @@ def lr_factor(it: int, total: int, warmup: int, schedule: str = "poly", power: f
               warmup_ratio: float = 1e-6, min_ratio: float = 0.0) -> float:
     """Multiplier on the base LR at iteration `it` (0-based).
 
-    mmseg's recipe (SPEC §4): linear warmup from warmup_ratio × lr (mmseg configs: 1e-6) over `warmup` iterations, then poly (power 1) to
-    0 over the whole run — mmseg's poly counts from iteration 0, warmup scales it, so we do the same.
+    mmseg's recipe (SPEC §4): linear warmup from warmup_ratio × lr (mmseg configs: 1e-6) over `warmup` iterations,
+    then poly (power 1) to 0 over the whole run — mmseg's poly counts from iteration 0, warmup scales it, as here.
     """
     it = min(it, total)
     if schedule == "poly":

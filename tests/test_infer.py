@@ -132,3 +132,11 @@ def test_pseudo_labels_threshold_and_train_reads_them(setup, tmp_path):
     r = subprocess.run([PY, "pseudo_label.py", "--ckpt", ck, "--data-root", demo, "--out", os.path.join(demo, "x")],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "inside --data-root" in r.stderr
+
+
+def test_view_sizes_absolute_and_ratio():
+    from engine.predict import TTA_RATIOS, TTA_SCALES, view_size
+    # on the competition's 512-px images the ratios are exactly the team's absolute scales
+    assert [view_size(512, 512, r) for r in TTA_RATIOS] == [(s, s) for s in TTA_SCALES]
+    assert view_size(300, 400, 800) == (600, 800) and view_size(300, 400, 0.5) == (150, 200)
+    assert view_size(7, 9, None) == (7, 9)
