@@ -22,6 +22,14 @@ class DecodeError(Exception):
     """An image or label-map file exists but cannot be decoded; the caller turns it into a DataError with context."""
 
 
+def publish(tmp: str, path: str) -> None:
+    """Rename a finished temp file into place with the mode a plain open() would have given it (mkstemp's is 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write `data` to `path` via a temp file in the same directory and `os.replace` (atomic on POSIX and Windows)."""
     d = os.path.dirname(os.path.abspath(path))
@@ -30,7 +38,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -11,6 +11,8 @@ import tempfile
 
 import numpy as np
 
+from data.io import publish
+
 
 def probs_path(folder: str, image_id: str) -> str:
     return os.path.join(folder, os.path.splitext(image_id)[0] + ".npz")
@@ -29,7 +31,7 @@ def save_probs(folder: str, image_id: str, probs: np.ndarray, size: tuple[int, i
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=os.path.dirname(path))
     with os.fdopen(fd, "wb") as f:
         np.savez(f, probs=arr, size=np.asarray(size, np.int64))
-    os.replace(tmp, path)
+    publish(tmp, path)
 
 
 def load_probs(folder: str, image_id: str) -> tuple[np.ndarray, tuple[int, int]]:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from data.classes import NUM_CLASSES
+from data.io import publish
 
 HEADER = "image_id,PredictionString"
 SUB_SIZE = 256
@@ -65,7 +66,7 @@ class SubmissionWriter:
         self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()
-        os.replace(self.tmp, self.path)
+        publish(self.tmp, self.path)
 
     def abort(self) -> None:
         self.f.close()

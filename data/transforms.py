@@ -18,13 +18,13 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 from typing import Callable, Iterable, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from data.classes import CLASSES, IGNORE_INDEX, PALETTE, PIXEL_MEAN, PIXEL_STD
+from data.io import atomic_write_bytes
 
 Mask = Optional[np.ndarray]
 Instances = list  # list[(class_id, bool mask (H, W))], painting order (largest first)
@@ -611,16 +611,7 @@ def write_image_atomic(path: str, rgb: np.ndarray, quality: int = 92) -> None:
     ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise RuntimeError(f"cannot encode {path}")
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_", suffix=ext)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, buf.tobytes())
 
 
 def preview_grid(samples: Sequence[tuple], cell: int = 256, titles: Optional[Sequence[str]] = None) -> np.ndarray:

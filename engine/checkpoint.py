@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from data.io import publish
+
 
 def atomic_save(obj: Any, path: str) -> None:
     """Write to a temp file in the same folder, fsync, then rename: a kill mid-save leaves the old file intact."""
@@ -22,7 +24,7 @@ def atomic_save(obj: Any, path: str) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from data.classes import NUM_CLASSES
+from data.io import publish
 
 LAYOUTS = ("auto", "mmseg", "hf", "timm", "official")
 CLASSIFIERS = ("decode_head.conv_seg.weight", "decode_head.conv_seg.bias",
@@ -433,7 +434,7 @@ def save_atomic(obj: object, dst: str) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
-        os.replace(tmp, dst)
+        publish(tmp, dst)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
