@@ -159,11 +159,13 @@ def main(args: argparse.Namespace) -> float:
                 m.p = args.dropout
     if args.init:
         src = torch.load(args.init, map_location="cpu", weights_only=True)
-        state = src.get("model", src)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or missing:
-            sys.exit(f"error: --init {args.init} does not fit {args.model}: missing {missing[:5]}..., "
-                     f"unexpected {unexpected[:5]}... (convert it with python -m models.convert)")
+        state = models._strip_prefixes(src.get("model", src))
+        try:
+            models.check_state_dict(model, state, what=f"--init {args.init}")
+        except ValueError as e:
+            sys.exit(f"error: {e}\n(convert foreign or other-class-count checkpoints with python -m models.convert "
+                     f"SRC DST --model {args.model} --num-classes {args.num_classes})")
+        model.load_state_dict(state)
         log(f"init: loaded {len(state)} tensors from {args.init}")
     if args.grad_checkpointing:
         model.set_grad_checkpointing(True)

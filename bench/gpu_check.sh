@@ -48,8 +48,8 @@ step() {  # step NAME SECONDS cmd...
 }
 
 step env 60 "$PY" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'torch {torch.__version__} cuda {torch.version.cuda}; {p.name}, {p.multi_processor_count} SMs, {p.total_memory / 2**30:.0f} GiB')"
-step build_cuda 180 "$PY" -m csrc.build --cuda
-step test_cuda 90 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_ops.py
+step build_cuda 150 "$PY" -m csrc.build --cuda
+step test_cuda 90 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_ops.py tests/test_models.py
 step bench_ops 90 "$PY" bench/bench_ops.py --device cuda --json "$LOG_DIR/bench_ops.json" --tsv "$TSV_DIR/bench_ops.tsv"
 
 # ---- hooks: more GPU benchmarks (lead). Uncomment / add; mind the 5-minute total. -------------------------------
@@ -59,6 +59,7 @@ if ! "$PY" -c "import pycocotools" 2>/dev/null && ls .whl/pycocotools-*.whl >/de
     && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 step bench_models 60 "$PY" bench/bench_models.py --device cuda
+step bench_models_compile 90 "$PY" bench/bench_models.py --device cuda --compile --models upernet_convnext_tiny
 step bench_train  60 "$PY" bench/bench_train.py --device cuda
 step bench_infer  60 "$PY" bench/bench_infer.py --device cuda
 # ---- end of hooks ---------------------------------------------------------------------------------------------------

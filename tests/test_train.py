@@ -157,3 +157,17 @@ def test_make_train_path(tmp_path):
     assert "final val mIoU" in r.stdout
     assert os.path.exists(tmp_path / "run" / "best.pt") and os.path.exists(tmp_path / "run" / "curves.png")
     assert os.path.exists(tmp_path / "run" / "args.json") and os.path.exists(tmp_path / "run" / "metrics.jsonl")
+
+
+def test_init_mismatch_names_the_problem(demo, tmp_path, capsys):
+    import models
+    import train
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": models.build_model("upernet_convnext_demo", 5).state_dict(),
+                "model_name": "upernet_convnext_demo", "num_classes": 5}, bad)
+    args = train.get_args_parser().parse_args(["--data-root", demo, "--out", str(tmp_path / "o"), *TINY,
+                                               "--iters", "1", "--init", str(bad)])
+    with pytest.raises(SystemExit) as e:
+        train.main(args)
+    msg = str(e.value.code)
+    assert "bad.pt" in msg and "conv_seg" in msg and "--num-classes" in msg
