@@ -78,7 +78,7 @@ cv: $(STAMP) ext $(DATA_DEP)
 	for k in $$(seq 0 $$(($(FOLDS) - 1))); do \
 	  $(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) --fold $$k --folds-dir $(EXP)/folds \
 	    --out $(EXP)/fold$$k $(TRAIN_ARGS) $(ARGS) || exit 1; done
-	$(PY) -m engine.summary --label fold $$(for k in $$(seq 0 $$(($(FOLDS) - 1))); do echo $(EXP)/fold$$k; done)
+	$(PY) -m engine.summary --label fold --mean $$(for k in $$(seq 0 $$(($(FOLDS) - 1))); do echo $(EXP)/fold$$k; done)
 
 # The competition CSV from the run's best checkpoint, validated before success is declared.
 submit: $(STAMP) ext $(DATA_DEP)

@@ -1,6 +1,6 @@
 """Print a table of runs' validation mIoU (best and last) from their metrics.jsonl; used by make cv / make pseudo.
 
-    python -m engine.summary --label fold runs/cv/fold0 runs/cv/fold1 ...
+    python -m engine.summary --label fold --mean runs/cv/fold0 runs/cv/fold1 ...
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("runs", nargs="+")
     p.add_argument("--label", default="run")
     p.add_argument("--names", nargs="*", default=None, help="row labels (default: 0, 1, ...)")
+    p.add_argument("--mean", action="store_true", help="add the mean ± std row (cross-validation folds)")
     a = p.parse_args(argv)
     names = a.names or [str(i) for i in range(len(a.runs))]
     print(f"{a.label:>8} | {'best val mIoU':>13} | {'last val mIoU':>13} | run")
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         bests.append(best)
         print(f"{name:>8} | {best:>13.4f} | {last:>13.4f} | {run}")
-    if len(bests) > 1:
+    if a.mean and len(bests) > 1:
         mean = sum(bests) / len(bests)
         std = math.sqrt(sum((b - mean) ** 2 for b in bests) / len(bests))
         print(f"{'mean':>8} | {mean:>13.4f} | {'± ' + format(std, '.4f'):>13} |")

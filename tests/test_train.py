@@ -171,3 +171,17 @@ def test_init_mismatch_names_the_problem(demo, tmp_path, capsys):
         train.main(args)
     msg = str(e.value.code)
     assert "bad.pt" in msg and "conv_seg" in msg and "--num-classes" in msg
+
+
+def test_summary_table(tmp_path, capsys):
+    from engine.summary import main as summary
+    for k, vals in enumerate([[0.5, 0.7, 0.6], [0.8]]):
+        d = tmp_path / f"fold{k}"
+        d.mkdir()
+        (d / "metrics.jsonl").write_text("".join(f'{{"iter": {i}, "miou": {v}}}\n{{"iter": {i}, "loss": 1}}\n'
+                                                 for i, v in enumerate(vals)))
+    summary(["--label", "fold", "--mean", str(tmp_path / "fold0"), str(tmp_path / "fold1")])
+    out = capsys.readouterr().out
+    assert "0.7000 |        0.6000" in out and "0.7500" in out  # best, last; mean of bests
+    with pytest.raises(SystemExit):
+        summary([str(tmp_path / "missing")])
