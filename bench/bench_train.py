@@ -44,15 +44,12 @@ def make_step(model, opt, amp, dev, channels_last, hf=False):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(dev, amp):
-            if hf:
-                out = model(pixel_values=x)
-                main, aux = out.logits, out.auxiliary_logits
-                main = F.interpolate(main, size=y.shape[-2:], mode="bilinear", align_corners=False)
-                aux = F.interpolate(aux, size=y.shape[-2:], mode="bilinear", align_corners=False)
+            if hf:  # transformers computes the same loss itself: CE(ignore 255) + 0.4 × aux, logits upsampled
+                loss = model(pixel_values=x, labels=y).loss
             else:
                 main, aux = model(x)
-            loss = F.cross_entropy(main.float(), y, ignore_index=255) + 0.4 * F.cross_entropy(aux.float(), y,
-                                                                                                ignore_index=255)
+                loss = F.cross_entropy(main.float(), y, ignore_index=255) + 0.4 * F.cross_entropy(
+                    aux.float(), y, ignore_index=255)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
