@@ -185,3 +185,16 @@ def test_summary_table(tmp_path, capsys):
     assert "0.7000 |        0.6000" in out and "0.7500" in out  # best, last; mean of bests
     with pytest.raises(SystemExit):
         summary([str(tmp_path / "missing")])
+
+
+@pytest.mark.slow
+def test_make_cv_path(tmp_path):
+    """make cv: stratified folds of train_all.json, one run per fold, the per-fold and mean table."""
+    r = subprocess.run(["make", "-s", "cv", "FOLDS=2", f"DEMO_ROOT={tmp_path}/demo", f"EXP={tmp_path}/cv", "ITERS=2",
+                        "DEMO_GEN_ARGS=--train 8 --val 4 --test 3 --extra 3 --size 64",
+                        "ARGS=--crop-size 64 --batch-size 2 --workers 0 --no-progress"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = [ln for ln in r.stdout.splitlines() if ln.strip().startswith(("0 |", "1 |", "mean |"))]
+    assert len(rows) == 3, r.stdout[-1500:]
+    assert (tmp_path / "cv" / "folds" / "val_fold1.json").exists()
