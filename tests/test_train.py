@@ -198,3 +198,26 @@ def test_make_cv_path(tmp_path):
     rows = [ln for ln in r.stdout.splitlines() if ln.strip().startswith(("0 |", "1 |", "mean |"))]
     assert len(rows) == 3, r.stdout[-1500:]
     assert (tmp_path / "cv" / "folds" / "val_fold1.json").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly(demo, tmp_path):
+    """Pre-emption: SIGTERM finishes the step, writes last.pt, exits 0; --resume then completes the same run."""
+    import signal
+    _train(demo, tmp_path / "full", "--iters", "5", "--ckpt-interval", "100")
+    cmd = [PY, "train.py", "--data-root", demo, "--out", str(tmp_path / "t"), *TINY, "--iters", "5",
+           "--ckpt-interval", "100"]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = []
+    for line in p.stdout:
+        out.append(line)
+        if line.startswith("iter 2/"):
+            p.send_signal(signal.SIGTERM)
+    p.wait()
+    assert p.returncode == 0, "".join(out)[-2000:]
+    assert any("SIGTERM: saved" in ln for ln in out)
+    state = torch.load(tmp_path / "t" / "last.pt", map_location="cpu", weights_only=True)
+    assert 2 <= state["iter"] < 5
+    _train(demo, tmp_path / "t", "--iters", "5", "--ckpt-interval", "100", "--resume")
+    _same(_weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "t" / "last.pt"))
