@@ -100,6 +100,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill recipe defaults, fold files and JSON paths, so args.json records what actually ran."""
     rec = models.recipe(args.model)
+    if args.warmup_iters is None and args.iters < rec["warmup_iters"] * 5:
+        args.warmup_iters = max(args.iters // 10, 1)  # a short run must not spend itself in the recipe's warmup
     for k in ("lr", "weight_decay", "layer_decay", "warmup_iters"):
         if getattr(args, k) is None:
             setattr(args, k, rec[k])
@@ -116,8 +118,6 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         return j if (os.path.isabs(j) or os.path.exists(j)) else os.path.join(args.data_root, j)
     args.train_json = [where(j) for j in args.train_json]
     args.val_json = where(args.val_json) if args.val_json else ""
-    args.warmup_iters = min(args.warmup_iters, max(args.iters // 10, 1)) if args.iters < args.warmup_iters * 5 \
-        else args.warmup_iters  # a short run must not spend itself in warmup
     if args.resume == "auto":
         args.resume = os.path.join(args.out, "last.pt")
     return args

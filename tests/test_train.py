@@ -221,3 +221,15 @@ def test_sigterm_saves_and_exits_cleanly(demo, tmp_path):
     assert 2 <= state["iter"] < 5
     _train(demo, tmp_path / "t", "--iters", "5", "--ckpt-interval", "100", "--resume")
     _same(_weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "t" / "last.pt"))
+
+
+def test_recipe_defaults_and_short_run_warmup():
+    import train
+    p = train.get_args_parser()
+    a = train.resolve_args(p.parse_args(["--model", "upernet_convnext_tiny", "--iters", "1000"]))
+    assert (a.lr, a.weight_decay, a.layer_decay) == (1e-4, 0.05, 0.9) and a.warmup_iters == 100  # recipe's 1500 cut
+    a = train.resolve_args(p.parse_args(["--model", "upernet_convnext_tiny", "--iters", "1000",
+                                         "--warmup-iters", "800"]))
+    assert a.warmup_iters == 800  # an explicit flag is never overridden
+    a = train.resolve_args(p.parse_args(["--model", "upernet_swin_tiny"]))
+    assert (a.lr, a.weight_decay, a.warmup_iters) == (6e-5, 0.01, 1500)
