@@ -127,6 +127,28 @@ __device__ __forceinline__ void warp_add(CountT* hist, int bin) {
   if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(hist + bin, static_cast<CountT>(__popc(peers)));
 }
 
+// Argmax over C channels (stride HW) for VEC adjacent pixels: the value and index of the first maximum, as
+// torch.argmax (argmax_takes decides ties and NaN). Shared by the fused confusion matrix and the TTA argmax.
+template <typename T, int VEC>
+__device__ __forceinline__ void channel_argmax(const T* base, int C, int64_t HW, float (&best)[VEC],
+                                               int (&idx)[VEC]) {
+  load_vec<T, VEC>(base, best);
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) idx[k] = 0;
+#pragma unroll 4
+  for (int c = 1; c < C; ++c) {
+    float v[VEC];
+    load_vec<T, VEC>(base + static_cast<int64_t>(c) * HW, v);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      if (argmax_takes(v[k], best[k])) {
+        best[k] = v[k];
+        idx[k] = c;
+      }
+    }
+  }
+}
+
 template <typename TP, typename TT, int VEC, bool LOGITS, bool SHARED>
 __global__ void __launch_bounds__(kThreads) confusion_kernel(const TP* __restrict__ pred, const TT* __restrict__ tgt,
                                                               int64_t N, int64_t HW, int C, long long ignore,
@@ -157,21 +179,7 @@ __global__ void __launch_bounds__(kThreads) confusion_kernel(const TP* __restric
         const TP* base = pred + b * static_cast<int64_t>(C) * HW + (i0 - b * HW);
         float best[VEC];
         int idx[VEC];
-        load_vec<TP, VEC>(base, best);
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) idx[k] = 0;
-#pragma unroll 4
-        for (int c = 1; c < C; ++c) {
-          float v[VEC];
-          load_vec<TP, VEC>(base + static_cast<int64_t>(c) * HW, v);
-#pragma unroll
-          for (int k = 0; k < VEC; ++k) {
-            if (argmax_takes(v[k], best[k])) {
-              best[k] = v[k];
-              idx[k] = c;
-            }
-          }
-        }
+        channel_argmax<TP, VEC>(base, C, HW, best, idx);
 #pragma unroll
         for (int k = 0; k < VEC; ++k) lab[k] = idx[k];
       }
@@ -307,21 +315,7 @@ __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* __restric
     const float* base = x + b * static_cast<int64_t>(C) * HW + (i0 - b * HW);
     float best[VEC];
     int idx[VEC];
-    load_vec<float, VEC>(base, best);
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) idx[k] = 0;
-#pragma unroll 4
-    for (int c = 1; c < C; ++c) {
-      float v[VEC];
-      load_vec<float, VEC>(base + static_cast<int64_t>(c) * HW, v);
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        if (argmax_takes(v[k], best[k])) {
-          best[k] = v[k];
-          idx[k] = c;
-        }
-      }
-    }
+    channel_argmax<float, VEC>(base, C, HW, best, idx);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       labels[i0 + k] = static_cast<OutT>(idx[k]);
