@@ -28,6 +28,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cstdint>
 #include <limits>
 #include <mutex>
@@ -423,8 +424,16 @@ __device__ __forceinline__ void add_view(const ViewDesc& v, int64_t b, int64_t y
     for (int c = 0; c < MAXC; ++c)
       if (c < C) acc[c] += val[c] * inv;
   } else {
-    // any C: online max/sum in one pass, then recompute each value to accumulate
-    float m = -INFINITY, s = 0.f;
+    // any C: online max/sum in one pass, then recompute each value to accumulate.
+    // Non-finite logits come out as torch.softmax (and the MAXC > 0 path and the CPU kernel) give them:
+    //  - m starts at -FLT_MAX, not -inf: a -inf logit then adds expf(-inf) = 0. (With m = -inf, a -inf in channel 0
+    //    made expf(-inf - -inf) = NaN and poisoned the whole pixel, where torch gives that class probability 0.)
+    //    All -inf: s stays 0, 1/s = inf, q = expf(-inf - m) * inf = 0 * inf = NaN for every channel, as torch.
+    //  - a +inf maximum makes torch's sum exp(inf - inf) = NaN: the whole pixel is NaN (the "+ 1.f" below alone
+    //    gave s = 1 and NaN in the +inf channel only): fixed up after the loop.
+    //  - NaN: never a new maximum; expf(NaN - m) = NaN poisons the sum.
+    // The loop body is unchanged on purpose: an extra branch in it made ptxas drop to 64 registers and spill.
+    float m = -FLT_MAX, s = 0.f;
     for (int c = 0; c < C; ++c) {
       const float val = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1);
       if (val > m) {
@@ -434,6 +443,7 @@ __device__ __forceinline__ void add_view(const ViewDesc& v, int64_t b, int64_t y
         s += expf(val - m);  // NaN val -> NaN sum
       }
     }
+    if (m == INFINITY) s = __int_as_float(0x7fffffff);  // NaN
     const float inv = 1.f / s;
     for (int c = 0; c < C; ++c) {
       const float val = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1);

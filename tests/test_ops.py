@@ -340,6 +340,27 @@ def test_tta_merge_nan_logits(isa):
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-5, equal_nan=True)
 
 
+def _nonfinite_views(C):
+    """Two views (one flipped) with -inf / +inf / NaN logits, to be merged at exactly half size: every bilinear tap
+    then has weight 0.5, so no 0 * inf = NaN arises in the resize itself (F.interpolate would make it too)."""
+    g = torch.Generator().manual_seed(59)
+    v = torch.randn(2, C, 20, 24, generator=g)
+    v[0, 0] = float("-inf")                 # a masked class everywhere in image 0: probability 0, no NaN
+    v[1, 2, 6:10, 4:8] = float("-inf")
+    v[1, :, 0:4, 0:4] = float("-inf")       # all classes -inf: NaN, as torch.softmax
+    v[1, 5, 12:14, 2:4] = float("inf")      # +inf: NaN at those pixels, as torch.softmax
+    v[1, 3, 16:18, 16:18] = float("nan")
+    return [v, v.clone()], [False, True], (10, 12)
+
+
+@pytest.mark.parametrize("C", [11, 40])  # 40 > 32: the CUDA kernel's online-softmax path
+def test_tta_merge_nonfinite_logits(isa, C):
+    views, flips, out = _nonfinite_views(C)
+    got, ref = ops.tta_merge(views, flips, out), ops.ref_tta_merge(views, flips, out)
+    assert not torch.isnan(ref[0]).any() and torch.equal(torch.isnan(got), torch.isnan(ref))
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5, equal_nan=True)
+
+
 def test_tta_merge_argument_errors():
     v = torch.randn(2, 3, 8, 8)
     with pytest.raises(TypeError, match="views"):
@@ -549,6 +570,90 @@ def test_cuda_tta_many_views_and_strides():
     flips = [i % 3 == 0 for i in range(19)]
     torch.testing.assert_close(ops.tta_merge(views, flips, (21, 23)), ops.ref_tta_merge(views, flips, (21, 23)),
                                rtol=0, atol=1e-5)
+
+
+@cuda
+@pytest.mark.parametrize("tdt", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+def test_cuda_confusion_label_dtypes(tdt):
+    # every integer dtype the front passes, as pred labels and as target (ignore_index 100 fits them all)
+    g = torch.Generator().manual_seed(47)
+    C = 7
+    t = torch.randint(0, C, (2, 19, 23), generator=g)
+    t[torch.rand(t.shape, generator=g) < 0.1] = 100
+    t = t.to(tdt)
+    for pdt in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
+        p = torch.randint(0, C, (2, 19, 23), generator=g).to(pdt)
+        got = ops.confusion_matrix(p.cuda(), t.cuda(), C, ignore_index=100)
+        assert torch.equal(got.cpu(), ops.ref_confusion_matrix(p, t, C, 100)), (pdt, tdt)
+    if tdt.is_signed:  # a negative ignore_index
+        t2 = t.clone()
+        t2[t2 == 100] = -1
+        got = ops.confusion_matrix(p.cuda(), t2.cuda(), C, ignore_index=-1)
+        assert torch.equal(got.cpu(), ops.ref_confusion_matrix(p, t2, C, -1))
+    ops.check_errors("cuda")
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_cuda_confusion_vector_path_ties_nan(dtype):
+    # H * W % 8 == 0 and a fresh (aligned) allocation: the 16-byte loads (VEC = 16 / itemsize), with ties, NaN, inf
+    g = torch.Generator().manual_seed(53)
+    C = 6
+    x = torch.randint(0, 3, (2, C, 32, 40), generator=g).float()
+    x[0, 3, :5, :5] = float("nan")
+    x[0, 1, :3, :3] = float("nan")
+    x[1, :, :4, :4] = float("-inf")
+    x[1, 4, 10:12, 10:12] = float("inf")
+    x = x.to(dtype)
+    t = _labels(g, C, (2, 32, 40), torch.uint8)
+    assert torch.equal(ops.confusion_matrix(x.cuda(), t.cuda(), C).cpu(), ops.ref_confusion_matrix(x, t, C))
+    # 150 classes (shared-memory opt-in histogram) and 300 (global histogram) through the vector path
+    for C in (150, 300):
+        x = torch.randn(1, C, 16, 24, generator=g).to(dtype)
+        t = _labels(g, C, (1, 16, 24), torch.int16)
+        assert torch.equal(ops.confusion_matrix(x.cuda(), t.cuda(), C).cpu(), ops.ref_confusion_matrix(x, t, C))
+    ops.check_errors("cuda")
+
+
+@cuda
+def test_cuda_empty_inputs():
+    # zero pixels must not launch a 0-block grid (a CUDA error)
+    cm = ops.confusion_matrix(torch.zeros(0, 4, 4, dtype=torch.long, device="cuda"),
+                              torch.zeros(0, 4, 4, dtype=torch.uint8, device="cuda"), 3)
+    assert torch.equal(cm.cpu(), torch.zeros(3, 3, dtype=torch.long))
+    cm = ops.confusion_matrix(torch.zeros(2, 3, 0, 4, device="cuda"), torch.zeros(2, 0, 4, dtype=torch.uint8,
+                                                                                    device="cuda"), 3)
+    assert torch.equal(cm.cpu(), torch.zeros(3, 3, dtype=torch.long))
+    labels, maxval = torch.ops.trashseg.channel_argmax(torch.zeros(0, 3, 4, 4, device="cuda"), 1.0, False)
+    assert labels.shape == (0, 4, 4) and maxval.shape == (0, 4, 4)
+    out = torch.empty(0, 3, 4, 4, device="cuda")
+    torch.ops.trashseg.tta_accumulate_(out, [torch.zeros(0, 3, 2, 2, device="cuda")], [0], False, 1.0)
+    torch.cuda.synchronize()
+
+
+@cuda
+@pytest.mark.parametrize("C", [11, 40])  # 40 > 32: the online-softmax path (tta_kernel<0>)
+def test_cuda_tta_nonfinite_logits(C):
+    views, flips, out = _nonfinite_views(C)
+    views = [v.cuda() for v in views]
+    got, ref = ops.tta_merge(views, flips, out), ops.ref_tta_merge(views, flips, out)
+    assert not torch.isnan(ref[0]).any() and torch.equal(torch.isnan(got), torch.isnan(ref))
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5, equal_nan=True)
+
+
+@cuda
+def test_cuda_tta_accumulator_argmax_dtypes():
+    # channel_argmax: int64 labels (asked for, and forced by C > 256), vector (H * W % 4 == 0) and scalar paths
+    g = torch.Generator().manual_seed(61)
+    for C, out in [(11, (6, 8)), (11, (5, 7)), (300, (6, 8)), (300, (3, 5))]:
+        acc = ops.TTAAccumulator(2, C, out, "cuda")
+        acc.add(torch.randn(2, C, 4, 5, generator=g).cuda())
+        acc.add(torch.randn(2, C, 9, 9, generator=g).cuda().half(), flip=True)
+        probs = acc.probs()
+        for dt in ((torch.uint8, torch.int64) if C <= 256 else (torch.int64,)):
+            labels, maxprob = acc.argmax(dtype=dt)
+            assert labels.dtype == dt and labels.shape == (2,) + out
+            assert torch.equal(labels.long(), probs.argmax(1)) and torch.equal(maxprob, probs.max(1).values)
 
 
 @cuda
