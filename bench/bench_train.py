@@ -3,6 +3,7 @@ by our real data loader, and the same step with transformers' UperNet of the sam
 
     python bench/bench_train.py                                     # CPU: demo model on the demo data, 256 px
     python bench/bench_train.py --device cuda --model upernet_convnext_tiny --size 512 --batch 8   # make gpu-check
+    python bench/bench_train.py --device cuda --compile            # both models through torch.compile (same settings)
 
 Prints samples/s of (a) the step alone on a resident batch for ours and for transformers (ratio > 1: ours faster),
 (b) ours end to end with the loader (JPEG decode + masks + train preset), and on CUDA the model FLOP utilisation
@@ -66,6 +67,8 @@ def main() -> None:
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"])
     p.add_argument("--data-root", default=None, help="for the end-to-end row (default: generate a small demo set)")
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile both models (the comparison stays like for like; compile time is excluded)")
     a = p.parse_args()
     dev = torch.device("cuda" if (a.device == "auto" and torch.cuda.is_available()) else
                        ("cpu" if a.device == "auto" else a.device))
@@ -87,8 +90,10 @@ def main() -> None:
     opt_t = torch.optim.AdamW(theirs.parameters(), lr=1e-5, weight_decay=rec["weight_decay"], fused=gpu)
     x = torch.randn(bs, 3, size, size, device=dev)
     y = torch.randint(0, 11, (bs, size, size), device=dev)
-    so, st = make_step(ours, opt_o, amp, dev, cl), make_step(theirs, opt_t, amp, dev, cl, hf=True)
-    t_o, t_t = time_pair(lambda: so(x, y), lambda: st(x, y), iters, 2 if gpu else 1, dev)
+    # train.py --compile compiles the model module, not the optimiser step: the same here, for both.
+    run_o, run_t = (torch.compile(ours), torch.compile(theirs)) if a.compile else (ours, theirs)
+    so, st = make_step(run_o, opt_o, amp, dev, cl), make_step(run_t, opt_t, amp, dev, cl, hf=True)
+    t_o, t_t = time_pair(lambda: so(x, y), lambda: st(x, y), iters, 2 if gpu else 1, dev)  # warm-up compiles
 
     # End to end: our loader feeding our step (the way train.py runs).
     from data.coco import CocoSegDataset
@@ -116,7 +121,7 @@ def main() -> None:
 
     flops = 3 * forward_flops(ours, x)
     print(f"\n{name} train step on {torch.cuda.get_device_name(dev) if gpu else 'CPU'} | {size}x{size}, batch {bs}, "
-          f"amp {amp}, channels_last {cl}, {iters} timed steps")
+          f"amp {amp}, channels_last {cl}, compile {a.compile}, {iters} timed steps")
     print(f"{'':<28} {'s/step':>8} {'samples/s':>10} {'TFLOP/s':>8}")
     rows = (("ours (resident batch)", t_o), ("transformers (same)", t_t), ("ours end to end (loader)", t_e2e))
     for label, tt in rows:
@@ -125,7 +130,7 @@ def main() -> None:
     if gpu:
         ceil = matmul_ceiling(dev)
         mfu = f", MFU {flops / t_o / 1e12 / ceil:.1%} of a measured {ceil:.0f} TFLOP/s bf16 matmul"
-    print(f"summary: ours/transformers {t_t / t_o:.2f}x training speed, {bs / t_o:.1f} vs {bs / t_t:.1f} samples/s, "
+    print(f"summary{' (both compiled)' if a.compile else ''}: ours/transformers {t_t / t_o:.2f}x training speed, {bs / t_o:.1f} vs {bs / t_t:.1f} samples/s, "
           f"end to end {bs / t_e2e:.1f} samples/s{mfu}")
 
 

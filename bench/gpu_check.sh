@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# make gpu-check: one prepared run for a machine with a CUDA GPU (budget: 5 minutes in all).
-#   1. environment, 2. build the CUDA ops (csrc.build --cuda), 3. the CUDA tests (pytest -m gpu, ops tests),
-#   4. GPU benchmarks; then ONE table: a row per step (status, seconds, last log line) and a row per benchmark.
+# make gpu-check: one prepared run for a machine with a CUDA GPU.
+#   1. environment, 2. build the CUDA ops (csrc.build --cuda), 3. the CUDA tests (pytest -m gpu: ops, models),
+#   4. GPU benchmarks (ops, TTA inference, training, models), 5. the scripts end to end on CUDA (tests/test_gpu_e2e.py),
+#   6. the training benchmark with both models compiled; then ONE table: a row per step (status, seconds, last log
+#   line) and a row per benchmark result.
 # Logs and JSON go to $GPU_CHECK_OUT (default: $OUT when the device tool sets it, else .cache/gpu_check).
 #
-# Adding a benchmark (lead's hooks, at the marked place below): one line
-#     step NAME SECONDS command args...
-# The step's status/time/last log line join the table. A command may also write rows to "$TSV_DIR/NAME.tsv"
-# (tab-separated: item, status, time, details), which the table shows instead of the last log line.
-# Keep the total (sum of the SECONDS limits) under 5 minutes.
+# GPU_CHECK_BUDGET (seconds, default 540): the table is printed before it runs out. Each step's limit is cut to what
+# is left, and steps that would start with under 20 s left are skipped (marked so in the table); steps are ordered
+# by how much their result is needed. GPU_CHECK_STEPS="name name ..." runs only those steps (e.g. a second call for
+# the steps a first one skipped; the CUDA build is cached in .cache/torch_extensions, so it is not repeated).
+#
+# A step: one line  `step NAME SECONDS command args...`. A command may also write rows to "$TSV_DIR/NAME.tsv"
+# (tab-separated: item, status, time, details), which the table shows after the step's own row.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,11 +32,20 @@ SUMMARY="$LOG_DIR/summary.tsv"
 : > "$SUMMARY"
 T0=$(date +%s)
 FAILED=0
+BUDGET=${GPU_CHECK_BUDGET:-540}
 
 step() {  # step NAME SECONDS cmd...
   local name=$1 limit=$2
   shift 2
+  if [ -n "${GPU_CHECK_STEPS:-}" ] && [[ " $GPU_CHECK_STEPS " != *" $name "* ]]; then return; fi
   local t=$(date +%s)
+  local left=$(( BUDGET - (t - T0) ))
+  if [ "$left" -lt 20 ]; then
+    printf '%s\t%s\t%s\t%s\n' "$name" "SKIPPED" "-" "budget spent: rerun with GPU_CHECK_STEPS=\"$name ...\"" >> "$SUMMARY"
+    echo "== $name: skipped (budget of ${BUDGET}s spent)"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   echo "== $name (limit ${limit}s): $*"
   timeout -k 10 "$limit" "$@" > "$LOG_DIR/$name.log" 2>&1
   local rc=$?
@@ -47,22 +60,22 @@ step() {  # step NAME SECONDS cmd...
   tail -n 3 "$LOG_DIR/$name.log"
 }
 
-step env 60 "$PY" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'torch {torch.__version__} cuda {torch.version.cuda}; {p.name}, {p.multi_processor_count} SMs, {p.total_memory / 2**30:.0f} GiB')"
-step build_cuda 150 "$PY" -m csrc.build --cuda
-step test_cuda 90 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_ops.py tests/test_models.py
-step bench_ops 90 "$PY" bench/bench_ops.py --device cuda --json "$LOG_DIR/bench_ops.json" --tsv "$TSV_DIR/bench_ops.tsv"
+step env 30 "$PY" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'torch {torch.__version__} cuda {torch.version.cuda}; {p.name}, {p.multi_processor_count} SMs, {p.total_memory / 2**30:.0f} GiB')"
+step build_cuda 180 "$PY" -m csrc.build --cuda
 
-# ---- hooks: more GPU benchmarks (lead). Uncomment / add; mind the 5-minute total. -------------------------------
-# The GPU image has no pycocotools (the end-to-end loader row needs it): carry .whl/ (README of the device tool).
+# The GPU image has no pycocotools (the loader and the end-to-end scripts need it): carry .whl/ (device README).
 if ! "$PY" -c "import pycocotools" 2>/dev/null && ls .whl/pycocotools-*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/pycocotools-*.whl \
     && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-step bench_models 60 "$PY" bench/bench_models.py --device cuda
-step bench_models_compile 90 "$PY" bench/bench_models.py --device cuda --compile --models upernet_convnext_tiny
-step bench_train  60 "$PY" bench/bench_train.py --device cuda
-step bench_infer  60 "$PY" bench/bench_infer.py --device cuda
-# ---- end of hooks ---------------------------------------------------------------------------------------------------
+
+step test_cuda 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_ops.py tests/test_models.py
+step bench_ops 90 "$PY" bench/bench_ops.py --device cuda --json "$LOG_DIR/bench_ops.json" --tsv "$TSV_DIR/bench_ops.tsv"
+step bench_infer 120 "$PY" bench/bench_infer.py --device cuda
+step bench_train 90 "$PY" bench/bench_train.py --device cuda
+step bench_models 90 "$PY" bench/bench_models.py --device cuda
+step test_e2e 200 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_e2e.py
+step bench_train_compile 200 "$PY" bench/bench_train.py --device cuda --compile
 
 echo
 echo "== gpu-check: $(( $(date +%s) - T0 ))s in all; logs in $LOG_DIR"
