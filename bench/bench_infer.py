@@ -86,6 +86,7 @@ def main() -> None:
     name = a.model or ("upernet_convnext_tiny" if gpu else "upernet_convnext_demo")
     n, size, bs = a.images or (819 if gpu else 8), a.size or (512 if gpu else 256), a.batch or (8 if gpu else 2)
     amp = ("bf16" if gpu else "none") if a.amp == "auto" else a.amp
+    torch.backends.cudnn.benchmark = gpu  # as train.py / infer.py set it on CUDA (engine.dist); both paths share it
     model = models.build_model(name).to(dev).eval()
     if a.channels_last or gpu:
         model = model.to(memory_format=torch.channels_last)

@@ -78,6 +78,7 @@ def main() -> None:
     iters = a.iters or (20 if gpu else 4)
     amp = ("bf16" if gpu else "none") if a.amp == "auto" else a.amp
     cl = gpu
+    torch.backends.cudnn.benchmark = gpu  # as train.py / infer.py set it on CUDA (engine.dist); both paths share it
 
     torch.manual_seed(0)
     ours = models.build_model(name).to(dev).train()

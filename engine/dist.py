@@ -35,6 +35,9 @@ def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
             raise SystemExit("error: --device cuda requested but CUDA is not available on this machine")
         dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
+        # Training crops and TTA view sizes repeat batch after batch, so cuDNN's per-shape algorithm search pays
+        # for itself after the first batch of each shape (mmseg's cudnn_benchmark=True).
+        torch.backends.cudnn.benchmark = True
     return dev
 
 
