@@ -108,7 +108,9 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.drop_path is None:
         args.drop_path = rec.get("drop_path_rate", 0.0)
     if args.amp == "auto":
-        args.amp = "bf16" if (args.device in ("auto", "cuda") and torch.cuda.is_available()) else "none"
+        # startswith: "--device cuda:1" is CUDA too (was left at fp32)
+        args.amp = "bf16" if ((args.device == "auto" or args.device.startswith("cuda")) and torch.cuda.is_available()) \
+            else "none"
     if args.fold is not None:
         folds = args.folds_dir or os.path.join(args.data_root, "folds")
         args.train_json = [os.path.join(folds, f"train_fold{args.fold}.json")]

@@ -7,12 +7,13 @@
 Sizes (SPEC §3, §4): confusion matrix from 16x512x512 labels and 16x11x512x512 logits, 11 classes, and the 655-image
 validation set streamed in batches of 16; TTA merge of 4 scales (256, 384, 512, 640) x flip, B=8, C=11, 512x512.
 
-Times are medians of several runs (CUDA: events after warm-up). Peak memory is what the op allocates beyond its
-inputs: on CUDA torch.cuda.max_memory_allocated; on the CPU tracemalloc cannot see torch's allocations, so each
-variant runs in a fresh subprocess that builds the inputs, resets its RSS high-water mark (/proc/self/clear_refs),
-makes one call and reports VmHWM minus the RSS before the call (big tensors are mmap'd and returned on free, so
-this is the op's own high-water mark, within a few MB). On CUDA, GB/s counts the fewest bytes each op must move
-(inputs read once, output written once) and is compared with a measured device-to-device copy (read + write).
+Times are medians of several runs (CUDA: events after warm-up, L2 flushed before each). Peak memory is what the op
+allocates beyond its inputs: on CUDA torch.cuda.max_memory_allocated; on the CPU tracemalloc cannot see torch's
+allocations, so each variant runs in a fresh subprocess that builds the inputs, resets its RSS high-water mark
+(/proc/self/clear_refs), makes one call and reports VmHWM minus the RSS before the call (big tensors are mmap'd and
+returned on free, so this is the op's own high-water mark, within a few MB). On CUDA, GB/s counts the fewest bytes
+each op must move (inputs read once, output written once) and is compared with a measured device-to-device copy
+(read + write).
 """
 from __future__ import annotations
 
@@ -86,6 +87,18 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+_L2_FLUSH: dict = {}
+
+
+def flush_l2(device) -> None:
+    """Overwrite the GPU's L2 (50 MB on an H100) before a timed call: the int64-labels inputs (16 x 512^2 x 9 B =
+    38 MB) would otherwise be partly cache-resident from the previous repeat, and GB/s could beat the copy ceiling."""
+    buf = _L2_FLUSH.get(str(device))
+    if buf is None:
+        buf = _L2_FLUSH[str(device)] = torch.empty(256 * 2 ** 20, dtype=torch.uint8, device=device)
+    buf.zero_()
+
+
 def timeit(fn, device, repeat: int, warmup: int = 1) -> float:
     """Median seconds per call."""
     for _ in range(warmup):
@@ -96,6 +109,7 @@ def timeit(fn, device, repeat: int, warmup: int = 1) -> float:
     for _ in range(repeat):
         if cuda:
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            flush_l2(device)  # before the start event: not timed
             a.record()
             fn()
             b.record()

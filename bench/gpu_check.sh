@@ -4,7 +4,9 @@
 #   4. GPU benchmarks (ops, TTA inference, training, models), 5. the scripts end to end on CUDA (tests/test_gpu_e2e.py),
 #   6. the training benchmark with both models compiled; then ONE table: a row per step (status, seconds, last log
 #   line) and a row per benchmark result.
-# Logs and JSON go to $GPU_CHECK_OUT (default: $OUT when the device tool sets it, else .cache/gpu_check).
+# Logs and JSON go to $GPU_CHECK_OUT (default .cache/gpu_check). When the device tool sets $OUT, the end also writes
+# three files there: gpu_check_logs.txt (the table, then every step's log), summary.tsv and bench_ops.json. (The tool
+# brings back at most 8 files from $OUT; a log per step written there directly would be more than that.)
 #
 # GPU_CHECK_BUDGET (seconds, default 540): the table is printed before it runs out. Each step's limit is cut to what
 # is left, and steps that would start with under 20 s left are skipped (marked so in the table); steps are ordered
@@ -25,14 +27,38 @@ if [ -z "${PY:-}" ]; then
 fi
 export PYTHONUNBUFFERED=1
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
-LOG_DIR="${GPU_CHECK_OUT:-${OUT:-.cache/gpu_check}}"
+LOG_DIR="${GPU_CHECK_OUT:-.cache/gpu_check}"
 TSV_DIR="$LOG_DIR/rows"
 mkdir -p "$LOG_DIR" "$TSV_DIR"
+rm -f "$TSV_DIR"/*.tsv  # rows of an earlier run must not reach this table
+STEPS_RUN=()
 SUMMARY="$LOG_DIR/summary.tsv"
 : > "$SUMMARY"
 T0=$(date +%s)
 FAILED=0
 BUDGET=${GPU_CHECK_BUDGET:-540}
+
+table() {
+  if command -v column > /dev/null; then
+    ( printf 'item\tstatus\ttime\tdetails\n'; cat "$SUMMARY" ) | column -t -s $'\t'
+  else
+    ( printf 'item\tstatus\ttime\tdetails\n'; cat "$SUMMARY" ) | tr '\t' '|'
+  fi
+}
+bundle() {  # the table and every log so far into $OUT (rewritten after each step: a kill keeps them)
+  if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ "$(cd "$LOG_DIR" && pwd)" != "$(cd "$OUT" && pwd)" ]; then
+    {
+      table
+      for name in ${STEPS_RUN[@]+"${STEPS_RUN[@]}"}; do
+        echo; echo "===== $name.log (last 400 kB)"
+        tail -c 400000 "$LOG_DIR/$name.log"
+      done
+    } > "$OUT/gpu_check_logs.txt"
+    cp "$SUMMARY" "$OUT/summary.tsv"
+    [ -f "$LOG_DIR/bench_ops.json" ] && cp "$LOG_DIR/bench_ops.json" "$OUT/"
+    echo "logs bundled into $OUT/gpu_check_logs.txt"
+  fi
+}
 
 step() {  # step NAME SECONDS cmd...
   local name=$1 limit=$2
@@ -47,7 +73,9 @@ step() {  # step NAME SECONDS cmd...
   fi
   [ "$limit" -gt "$left" ] && limit=$left
   echo "== $name (limit ${limit}s): $*"
-  timeout -k 10 "$limit" "$@" > "$LOG_DIR/$name.log" 2>&1
+  STEPS_RUN+=("$name")
+  # GPU_CHECK_DEADLINE: tests/test_gpu_e2e.py cuts its subprocess timeouts to it, so pytest reports before the kill.
+  GPU_CHECK_DEADLINE=$(( $(date +%s) + limit - 10 )) timeout -k 10 "$limit" "$@" > "$LOG_DIR/$name.log" 2>&1
   local rc=$?
   local dt=$(( $(date +%s) - t ))
   local status=ok
@@ -58,15 +86,26 @@ step() {  # step NAME SECONDS cmd...
   printf '%s\t%s\t%ss\t%s\n' "$name" "$status" "$dt" "$last" >> "$SUMMARY"
   [ -s "$TSV_DIR/$name.tsv" ] && cat "$TSV_DIR/$name.tsv" >> "$SUMMARY"
   tail -n 3 "$LOG_DIR/$name.log"
+  bundle > /dev/null
 }
 
 step env 30 "$PY" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'torch {torch.__version__} cuda {torch.version.cuda}; {p.name}, {p.multi_processor_count} SMs, {p.total_memory / 2**30:.0f} GiB')"
 step build_cuda 180 "$PY" -m csrc.build --cuda
+# A failed build is not cached: every later process that calls an op would retry nvcc (a minute or more each) before
+# falling back. Use the pure-PyTorch references from here on instead; the build_cuda row and log say why.
+if grep -qE $'^build_cuda\t(FAIL|TIMEOUT)' "$SUMMARY"; then
+  export TRASHSEG_OPS=ref
+  printf '%s\t%s\t%s\t%s\n' "ops" "REF" "-" "build_cuda failed: later steps ran with TRASHSEG_OPS=ref" >> "$SUMMARY"
+fi
 
 # The GPU image has no pycocotools (the loader and the end-to-end scripts need it): carry .whl/ (device README).
-if ! "$PY" -c "import pycocotools" 2>/dev/null && ls .whl/pycocotools-*.whl >/dev/null 2>&1; then
+if ! "$PY" -c "import pycocotools.mask" 2>/dev/null && ls .whl/pycocotools-*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/pycocotools-*.whl \
     && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if ! "$PY" -c "import pycocotools.mask" 2>/dev/null; then  # say so in the table, not only in each failing step's log
+  printf '%s\t%s\t%s\t%s\n' "pycocotools" "MISSING" "-" "not importable: carry .whl (run's carry: [\".whl\"])" \
+    >> "$SUMMARY"
 fi
 
 step test_cuda 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_ops.py tests/test_models.py
@@ -79,9 +118,6 @@ step bench_train_compile 200 "$PY" bench/bench_train.py --device cuda --compile
 
 echo
 echo "== gpu-check: $(( $(date +%s) - T0 ))s in all; logs in $LOG_DIR"
-if command -v column > /dev/null; then
-  ( printf 'item\tstatus\ttime\tdetails\n'; cat "$SUMMARY" ) | column -t -s $'\t'
-else
-  ( printf 'item\tstatus\ttime\tdetails\n'; cat "$SUMMARY" ) | tr '\t' '|'
-fi
+table
+bundle
 exit $FAILED
