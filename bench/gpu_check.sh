@@ -112,7 +112,7 @@ step test_cuda 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_ops.
 step bench_ops 90 "$PY" bench/bench_ops.py --device cuda --json "$LOG_DIR/bench_ops.json" --tsv "$TSV_DIR/bench_ops.tsv"
 step bench_infer 120 "$PY" bench/bench_infer.py --device cuda
 step bench_train 90 "$PY" bench/bench_train.py --device cuda
-step bench_models 90 "$PY" bench/bench_models.py --device cuda
+step bench_models 90 "$PY" bench/bench_models.py --device cuda --iters 10 --warmup 3
 step test_e2e 200 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_e2e.py
 step bench_train_compile 200 "$PY" bench/bench_train.py --device cuda --compile
 
