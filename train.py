@@ -135,6 +135,11 @@ def main(args: argparse.Namespace) -> float:
     info = D.init(args.device)
     dev = info.device
     log = print if info.is_main else (lambda *a, **k: None)
+    if args.batch_size * info.world_size < 2:
+        # The PPM's 1×1 pooling branch leaves one value per channel for its BatchNorm, which then cannot train
+        # (torch's "Expected more than 1 value per channel"); SyncBN over several processes counts them all.
+        sys.exit("error: --batch-size 1 in a single process: the UperNet head's BatchNorm (PPM 1x1 pooling) needs "
+                 "at least 2 images per step; use --batch-size >= 2 (and --grad-accum for memory), or torchrun")
 
     # ---- data ---------------------------------------------------------------------------------------------------
     try:

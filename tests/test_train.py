@@ -173,6 +173,17 @@ def test_init_mismatch_names_the_problem(demo, tmp_path, capsys):
     assert "bad.pt" in msg and "conv_seg" in msg and "--num-classes" in msg
 
 
+def test_batch_of_one_is_a_clear_error(demo, tmp_path):
+    """One image per step in one process would die inside the PPM's BatchNorm with torch's cryptic message."""
+    import train
+    args = train.get_args_parser().parse_args(["--data-root", demo, "--out", str(tmp_path / "o"), *TINY,
+                                               "--iters", "1", "--batch-size", "1"])
+    with pytest.raises(SystemExit) as e:
+        train.main(args)
+    assert "--batch-size 1" in str(e.value.code) and "torchrun" in str(e.value.code)
+    assert not os.path.exists(tmp_path / "o" / "last.pt")
+
+
 def test_summary_table(tmp_path, capsys):
     from engine.summary import main as summary
     for k, vals in enumerate([[0.5, 0.7, 0.6], [0.8]]):
