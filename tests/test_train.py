@@ -83,8 +83,12 @@ def test_ddp_two_processes_equal_one(demo, tmp_path):
     _train(demo, tmp_path / "one", *common, "--batch-size", "2")
     tr = [os.path.join(os.path.dirname(PY), "torchrun"), "--standalone", "--nproc_per_node", "2"]
     _train(demo, tmp_path / "two", *common, "--batch-size", "1", launcher=tr)
-    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
+    _assert_same_gradients(tmp_path / "one" / "last.pt", tmp_path / "two" / "last.pt")
+
+
+def _assert_same_gradients(path_a, path_b):
+    a = torch.load(path_a, weights_only=True)
+    b = torch.load(path_b, weights_only=True)
     sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
     assert sa.keys() == sb.keys() and len(sa) > 50
     scale = max(s["exp_avg"].norm().item() for s in sa.values())
@@ -99,6 +103,31 @@ def test_ddp_two_processes_equal_one(demo, tmp_path):
     for k, v in a["model"].items():  # BN running statistics saw the same global batches
         if "running" in k:
             torch.testing.assert_close(b["model"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.slow
+def test_ddp_two_nodes_equal_one(demo, tmp_path):
+    """torchrun --nnodes 2 (one process per node, both on this machine): LOCAL_RANK is 0 on both, so data sharding,
+    seeding and writing must follow the global RANK. Same gradients as 1 process × batch 2; node 1 writes nothing
+    (it gets its own --out here, which must stay empty)."""
+    import socket
+    common = ["--iters", "2", "--ckpt-interval", "2", "--drop-path", "0", "--dropout", "0", "--val-json", ""]
+    _train(demo, tmp_path / "one", *common, "--batch-size", "2")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for node in (0, 1):
+        cmd = [os.path.join(os.path.dirname(PY), "torchrun"), "--nnodes", "2", "--node_rank", str(node),
+               "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
+               "train.py", "--data-root", demo, "--out", str(tmp_path / f"node{node}"), *TINY, *common,
+               "--batch-size", "1"]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
+    _assert_same_gradients(tmp_path / "one" / "last.pt", tmp_path / "node0" / "last.pt")
+    assert not os.path.exists(tmp_path / "node1") or not os.listdir(tmp_path / "node1")
 
 
 def test_nan_loss_stops_and_keeps_last_good(demo, tmp_path, monkeypatch):
