@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import models
 from csrc import ops
 from data.classes import CLASSES
-from data.io import write_palette_png
+from data.io import output_collisions, output_relpath, write_palette_png
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from data.probs import save_probs
@@ -58,7 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def save_palette_png(folder: str, image_id: str, labels: np.ndarray) -> None:
-    write_palette_png(os.path.join(folder, os.path.splitext(image_id)[0] + ".png"), labels.astype(np.uint8))
+    write_palette_png(os.path.join(folder, output_relpath(image_id, ".png")), labels.astype(np.uint8))
 
 
 def report(name: str, res: dict) -> str:
@@ -89,6 +89,10 @@ def main(args: argparse.Namespace) -> dict:
         sys.exit(f"error: {json_path}: no images to predict")
     if args.eval and not ds.has_labels:
         sys.exit(f"error: --eval needs annotations, and {json_path} has none")
+    for folder, ext in ((args.save_probs, ".npz"), (args.save_masks, ".png")):
+        clash = output_collisions(ds.image_ids, ext) if folder else None
+        if clash:  # one file would silently hold the other image's result
+            sys.exit(f"error: {json_path}: images {clash[0]!r} and {clash[1]!r} would share one file in {folder}")
     scales = list(args.scales or (TTA_RATIOS if args.tta else [None]))
     flip = args.flip or args.tta
     nviews = len(scales) * (2 if flip else 1)

@@ -23,7 +23,7 @@ from data.classes import CLASSES, IGNORE_INDEX
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from engine import dist as D
-from data.io import atomic_write_text, write_palette_png
+from data.io import atomic_write_text, output_collisions, output_relpath, write_palette_png
 from engine.predict import TTA_RATIOS, tta_accumulate
 
 DEFAULT_THRESHOLD = 0.6  # README "Pseudo-labelling": the kept-label mIoU peaks here on held-out data
@@ -76,6 +76,9 @@ def main(args: argparse.Namespace) -> dict:
         sys.exit(2)
     if len(ds) == 0:
         sys.exit(f"error: {jsons}: no images to label")
+    clash = output_collisions(ds.image_ids, ".png")
+    if clash:  # one PNG would silently carry the other image's labels
+        sys.exit(f"error: images {clash[0]!r} and {clash[1]!r} would share one pseudo-label PNG; rename one")
     scales = list(args.scales or (TTA_RATIOS if args.tta else [None]))
     flip = args.flip or args.tta
 
@@ -100,10 +103,11 @@ def main(args: argparse.Namespace) -> dict:
             ign += torch.bincount(labels[low], minlength=C).double()
             labels[low] = IGNORE_INDEX
             iid = batch["image_id"][j]
-            write_palette_png(os.path.join(out, os.path.splitext(iid)[0] + ".png"), labels.to(torch.uint8).numpy())
+            rel = output_relpath(iid, ".png")  # inside --out even for absolute or '..' file_names
+            write_palette_png(os.path.join(out, rel), labels.to(torch.uint8).numpy())
             rec = dict(ds.images[batch["index"][j]])
             rec.pop("mask_file", None)
-            rec["mask_file"] = os.path.splitext(iid)[0] + ".png"  # relative to pseudo.json's folder
+            rec["mask_file"] = rel  # relative to pseudo.json's folder
             entries.append((batch["index"][j], rec))
         if bar:
             bar.update(len(sizes) * info.world_size)
@@ -116,6 +120,12 @@ def main(args: argparse.Namespace) -> dict:
         pix = sum(g[1] for g in gathered)
         ign = sum(g[2] for g in gathered)
     entries.sort(key=lambda e: e[0])
+    # Ids are renumbered: each source COCO file numbers its own images (val.json and test.json both from 0), so
+    # copying them made pseudo.json fail to load with "duplicate image id". The dataset position is unique; the
+    # file_name stays the image's identity, and the source's id is kept for reference.
+    for k, (_, rec) in enumerate(entries):
+        rec["source_id"] = rec["id"]
+        rec["id"] = k
     share = {CLASSES[c] if c < len(CLASSES) else str(c): (float(ign[c] / pix[c]) if pix[c] > 0 else None)
              for c in range(C)}
     total_ign = float(ign.sum() / pix.sum())

@@ -125,6 +125,17 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the non-ignored pixels, 0 when there are none.
+
+    F.cross_entropy's mean is 0/0 = NaN for a batch whose every pixel is 255 (crops of pseudo-labelled images the
+    teacher was unsure about, padding), which stopped the run as a "non-finite loss"; mmseg's loss is 0 there.
+    Same value as the mean otherwise, and no host sync.
+    """
+    total = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (target != IGNORE_INDEX).sum().clamp(min=1)
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     model = getattr(model, "module", model)  # DDP
     return getattr(model, "_orig_mod", model)  # torch.compile
@@ -190,26 +201,41 @@ def main(args: argparse.Namespace) -> float:
         model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     fwd = torch.compile(model) if args.compile else model
 
-    start_iter, best = 0, -1.0
+    start_iter, best, start_sample = 0, -1.0, 0
     if args.resume:
         state = ckpt.load(args.resume)
         if state.get("model_name") != args.model:
             sys.exit(f"error: {args.resume} holds {state.get('model_name')}, not --model {args.model}")
+        if state.get("num_classes", args.num_classes) != args.num_classes:  # was a load_state_dict traceback
+            sys.exit(f"error: {args.resume} has {state['num_classes']} classes, not --num-classes {args.num_classes}")
         raw.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         start_iter, best = state["iter"], state.get("best_miou", -1.0)
+        # The data position is the samples the run has consumed, as recorded: recomputing it from this invocation's
+        # batch size / process count / --grad-accum skipped or replayed data when any of them changed on resume.
+        start_sample = int(state.get("samples_seen", start_iter * global_batch * args.grad_accum))
         log(f"resumed {args.resume} at iteration {start_iter}")
 
     # The data stream is a function of (seed, sample position): resume re-enters it at the next unseen sample.
     loader = build_train_loader(train_set, transform, batch_size=args.batch_size, seed=args.seed,
                                 workers=args.workers, rank=info.rank, world_size=info.world_size,
-                                start_sample=start_iter * global_batch * args.grad_accum)
+                                start_sample=start_sample)
     data_iter = iter(loader)
     # RNG (drop path, dropout) is set after the loader exists, so creating workers cannot shift it.
     if args.resume:
         rng = state["rng"]
-        ckpt.set_rng_state(rng[info.rank] if isinstance(rng, list) and len(rng) == info.world_size else rng)
+        if isinstance(rng, list) and len(rng) == info.world_size:
+            ckpt.set_rng_state(rng[info.rank])
+        elif isinstance(rng, dict):
+            ckpt.set_rng_state(rng)
+        else:
+            # Saved by a different number of processes (a torchrun run resumed in one process, or on fewer GPUs):
+            # there is no per-rank state to restore, and passing the list on crashed with a TypeError. Weights,
+            # optimiser and data position are restored; dropout / drop-path draws restart from the seed.
+            log(f"note: {args.resume} was saved by {len(rng)} process(es), this run has {info.world_size}: "
+                f"random state reseeded (resume is not bitwise exact)")
+            torch.manual_seed(args.seed + info.rank + 1000003 * start_iter)
     else:
         torch.manual_seed(args.seed + info.rank)
 
@@ -235,7 +261,8 @@ def main(args: argparse.Namespace) -> float:
             ckpt.atomic_save({"model": raw.state_dict(), "model_name": args.model, "num_classes": args.num_classes,
                               "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rng_all,
                               "iter": it, "best_miou": best, "args": vars(args),
-                              "samples_seen": it * global_batch * args.grad_accum}, path)
+                              "samples_seen": start_sample + (it - start_iter) * global_batch * args.grad_accum},
+                             path)
 
     def validate(it: int) -> float:
         nonlocal best
@@ -286,8 +313,8 @@ def main(args: argparse.Namespace) -> float:
             with sync_ctx:
                 with autocast(dev, args.amp):
                     logits, aux = fwd(x)  # (B, C, H, W) each, at input size
-                    loss_main = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
-                    loss_aux = F.cross_entropy(aux.float(), target, ignore_index=IGNORE_INDEX)
+                    loss_main = seg_loss(logits.float(), target)
+                    loss_aux = seg_loss(aux.float(), target)
                     loss = (loss_main + args.aux_weight * loss_aux) / args.grad_accum
                 scaler.scale(loss).backward()
             loss_sum += loss_main.item() / args.grad_accum
@@ -348,6 +375,10 @@ def main(args: argparse.Namespace) -> float:
             sys.exit(0)
     if bar:
         bar.close()
+    if val_set is None and start_iter < args.iters:
+        # Without validation nothing is "best": the final model is, so that best.pt — what make submit, pseudo and
+        # ensemble read — exists (it was never written, e.g. for a final run on train_all.json with --val-json '').
+        save(os.path.join(args.out, "best.pt"), args.iters)
     if val_set is not None:
         log(f"final val mIoU: {miou:.4f} (best {best:.4f}) | checkpoints in {args.out}")
     D.cleanup(info)

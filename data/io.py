@@ -47,6 +47,33 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         raise
 
 
+def output_relpath(image_id: str, ext: str) -> str:
+    """An image's per-image output file (pseudo-label PNG, saved probabilities, palette mask) relative to the output
+    folder: its file_name with `ext`, sub-folders kept.
+
+    Absolute file_names and '..' components are folded into the folder: os.path.join(out, "/data/x.png") is
+    "/data/x.png", so pseudo_label.py wrote its PNGs beside the real images in the data root (which it must never
+    write into) and infer.py --save-masks/--save-probs wrote outside their folder.
+    """
+    stem = os.path.splitext(image_id)[0].replace("\\", "/")
+    parts = [q for q in stem.split("/") if q not in ("", ".", "..")]
+    return os.path.join(*parts) + ext if parts else "_" + ext
+
+
+def output_collisions(image_ids: list[str], ext: str) -> tuple[str, str] | None:
+    """The first two image_ids sharing an output file (a.jpg and a.png both → a.png), or None.
+
+    Written one after the other, the second silently replaced the first, whose record then pointed at the other
+    image's labels (pseudo.json) or probabilities (ensemble.py)."""
+    seen: dict[str, str] = {}
+    for iid in image_ids:
+        rel = output_relpath(iid, ext)
+        if rel in seen:
+            return seen[rel], iid
+        seen[rel] = iid
+    return None
+
+
 def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

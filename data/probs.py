@@ -11,11 +11,11 @@ import tempfile
 
 import numpy as np
 
-from data.io import publish
+from data.io import output_relpath, publish
 
 
 def probs_path(folder: str, image_id: str) -> str:
-    return os.path.join(folder, os.path.splitext(image_id)[0] + ".npz")
+    return os.path.join(folder, output_relpath(image_id, ".npz"))  # never outside `folder`
 
 
 def save_probs(folder: str, image_id: str, probs: np.ndarray, size: tuple[int, int], dtype: str = "uint8") -> None:

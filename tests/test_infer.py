@@ -1,6 +1,7 @@
 """infer.py / pseudo_label.py against hand-written references on a small random model."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -155,3 +156,65 @@ def test_torchrun_sharded_csv_equals_single_process(setup, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert one.read_bytes() == two.read_bytes()
     assert not [f for f in os.listdir(tmp_path) if ".part" in f or f.startswith(".tmp_")]
+
+
+def test_pseudo_json_ids_unique_across_sources(setup, tmp_path):
+    """Labelling val.json + test.json (the team's practice) or test.json + the user's extra.json: each COCO file
+    numbers its images from 0, so copying their ids made pseudo.json fail to load ('duplicate image id')."""
+    demo, ck, _ = setup
+    import pseudo_label
+    from data.coco import CocoSegDataset
+    root = tmp_path / "root"
+    shutil.copytree(demo, root)
+    for name in ("test.json", "extra.json"):
+        d = json.load(open(root / name))
+        for k, im in enumerate(d["images"]):
+            im["id"] = k  # both files: 0, 1, 2
+        json.dump(d, open(root / name, "w"))
+    out = tmp_path / "pl"
+    args = pseudo_label.get_args_parser().parse_args(["--ckpt", ck, "--data-root", str(root), "--json", "test.json",
+                                                      "extra.json", "--out", str(out), "--workers", "0"])
+    pseudo_label.main(args)
+    ds = CocoSegDataset(str(root), str(out / "pseudo.json"))  # raised DataError before the fix
+    assert len(ds) == 6 and ds.has_labels
+
+
+def test_outputs_stay_in_their_folder_and_never_collide(setup, tmp_path):
+    """A file_name that is absolute (some COCO exporters write them) put pseudo-label PNGs beside the real images in
+    the data root, and infer.py --save-masks outside its folder; two images with one stem (a.jpg, a.png) shared one
+    output file, the second silently replacing the first."""
+    demo, ck, _ = setup
+    import infer
+    import pseudo_label
+    from data.coco import CocoSegDataset
+    root = tmp_path / "root"
+    shutil.copytree(demo, root)
+    d = json.load(open(root / "test.json"))
+    for im in d["images"]:
+        im["file_name"] = str(root / im["file_name"])
+    json.dump(d, open(root / "abs.json", "w"))
+    before = sorted(p for p in root.rglob("*"))
+    out = tmp_path / "pl"
+    pseudo_label.main(pseudo_label.get_args_parser().parse_args(
+        ["--ckpt", ck, "--data-root", str(root), "--json", "abs.json", "--out", str(out), "--workers", "0"]))
+    infer.main(infer.get_args_parser().parse_args(
+        ["--ckpt", ck, "--data-root", str(root), "--json", "abs.json", "--out", "", "--workers", "0",
+         "--save-masks", str(tmp_path / "masks"), "--save-probs", str(tmp_path / "probs")]))
+    assert sorted(p for p in root.rglob("*")) == before  # nothing written into the data root
+    assert len(list(out.rglob("*.png"))) == 3 and len(list((tmp_path / "masks").rglob("*.png"))) == 3
+    assert len(CocoSegDataset(str(root), str(out / "pseudo.json"))) == 3
+
+    im = d["images"][0]
+    png = os.path.splitext(im["file_name"])[0] + ".png"
+    cv2.imwrite(png, cv2.imread(im["file_name"]))
+    d["images"].append(dict(im, id=99999, file_name=png))
+    json.dump(d, open(root / "clash.json", "w"))
+    for run in (lambda: pseudo_label.main(pseudo_label.get_args_parser().parse_args(
+                    ["--ckpt", ck, "--data-root", str(root), "--json", "clash.json", "--out", str(tmp_path / "p2"),
+                     "--workers", "0"])),
+                lambda: infer.main(infer.get_args_parser().parse_args(
+                    ["--ckpt", ck, "--data-root", str(root), "--json", "clash.json", "--out", "", "--workers", "0",
+                     "--save-probs", str(tmp_path / "probs2")]))):
+        with pytest.raises(SystemExit) as e:
+            run()
+        assert "share one" in str(e.value.code)

@@ -273,3 +273,53 @@ def test_recipe_defaults_and_short_run_warmup():
     assert a.warmup_iters == 800  # an explicit flag is never overridden
     a = train.resolve_args(p.parse_args(["--model", "upernet_swin_tiny"]))
     assert (a.lr, a.weight_decay, a.warmup_iters) == (6e-5, 0.01, 1500)
+
+
+def test_batch_with_every_pixel_ignored_is_not_a_nan_loss(demo, tmp_path):
+    """A batch whose crops are all ignore (255) — pseudo-labels the teacher was unsure about everywhere, padding —
+    has no pixel to average over: F.cross_entropy's mean gave NaN and the run stopped with exit 3 ('non-finite
+    loss'). mmseg's loss is 0 there; training must go on."""
+    import json
+    import numpy as np
+    from data.io import write_label_png
+    d = json.load(open(os.path.join(demo, "train.json")))
+    d.pop("annotations")
+    for im in d["images"]:
+        im["mask_file"] = os.path.splitext(im["file_name"])[0] + ".png"
+        write_label_png(str(tmp_path / im["mask_file"]), np.full((im["height"], im["width"]), 255, np.uint8))
+    json.dump(d, open(tmp_path / "ignored.json", "w"))
+    r = _train(demo, tmp_path / "run", "--train-json", str(tmp_path / "ignored.json"), "--iters", "2",
+               "--val-json", "", check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_resume_with_other_batch_or_process_count(demo, tmp_path):
+    """Resuming with another --batch-size (or process count, or --grad-accum) re-enters the data stream at the
+    samples actually consumed (was: iter × the new global batch, skipping data), and a checkpoint written by N
+    torchrun processes resumes in one (was: TypeError in set_rng_state on the per-rank list)."""
+    out = tmp_path / "r"
+    _train(demo, out, "--iters", "2", "--ckpt-interval", "2", "--val-json", "")
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    assert state["samples_seen"] == 4
+    state["rng"] = state["rng"] * 2  # as two ranks save it
+    torch.save(state, out / "last.pt")
+    r = _train(demo, out, "--iters", "4", "--ckpt-interval", "2", "--val-json", "", "--batch-size", "4", "--resume",
+               check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "reseeded" in r.stdout
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    assert state["iter"] == 4 and state["samples_seen"] == 4 + 2 * 4
+    r = _train(demo, out, "--iters", "6", "--val-json", "", "--num-classes", "12", "--resume", check=False)
+    assert r.returncode != 0 and "classes" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_best_pt_exists_without_validation(demo, tmp_path):
+    """With --val-json '' (e.g. the final run on train_all.json) best.pt, which make submit / pseudo / ensemble
+    read, was never written: it is now the final model."""
+    out = tmp_path / "r"
+    _train(demo, out, "--iters", "2", "--ckpt-interval", "2", "--val-json", "")
+    best = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    _same(best["model"], _weights(out / "last.pt"))
+    assert best["iter"] == 2
