@@ -74,7 +74,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto")
     g = p.add_argument_group("run")
     g.add_argument("--out", default="runs/exp")
-    g.add_argument("--resume", nargs="?", const="auto", default=None, help="a checkpoint, or OUT/last.pt if bare")
+    g.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="a checkpoint, or OUT/last.pt if bare (bare and no OUT/last.pt yet: start the run, so one "
+                        "command serves the first start and every restart of a pre-emptible job)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out that holds a previous run, deleting its checkpoints and log")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--stop-after", type=int, default=0,
                    help="save and exit after this many iterations of this invocation (time-sliced jobs)")
@@ -121,7 +125,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     args.train_json = [where(j) for j in args.train_json]
     args.val_json = where(args.val_json) if args.val_json else ""
     if args.resume == "auto":
-        args.resume = os.path.join(args.out, "last.pt")
+        last = os.path.join(args.out, "last.pt")
+        args.resume = last if os.path.isfile(last) else None  # nothing saved yet: this is the first start
     return args
 
 
@@ -151,6 +156,22 @@ def main(args: argparse.Namespace) -> float:
         # (torch's "Expected more than 1 value per channel"); SyncBN over several processes counts them all.
         sys.exit("error: --batch-size 1 in a single process: the UperNet head's BatchNorm (PPM 1x1 pooling) needs "
                  "at least 2 images per step; use --batch-size >= 2 (and --grad-accum for memory), or torchrun")
+
+    # A new run in a folder that holds one would truncate its log, leave its best.pt standing until the first
+    # validation and let pruning keep its iter_N.pt while deleting the new run's: continue it, or replace it on
+    # purpose. Rank 0 looks; every rank stops together.
+    old = ckpt.run_files(args.out) if (info.is_main and not args.resume) else []
+    if D.any_flag(bool(old) and not args.overwrite, info):
+        if info.is_main:
+            print(f"error: {args.out} already holds a run ({', '.join(os.path.basename(f) for f in old[:6])}"
+                  f"{', ...' if len(old) > 6 else ''}). Continue it with --resume, replace it with --overwrite "
+                  f"(make: ARGS=--overwrite), or choose another --out (make: EXP=...).", file=sys.stderr)
+        D.cleanup(info)
+        sys.exit(2)
+    if old:
+        for f in old:
+            os.unlink(f)
+        log(f"--overwrite: removed the previous run's {len(old)} file(s) from {args.out}")
 
     # ---- data ---------------------------------------------------------------------------------------------------
     try:

@@ -63,6 +63,15 @@ def load(path: str, map_location: str | torch.device = "cpu") -> dict:
         raise SystemExit(f"error: checkpoint {path}: cannot be read ({type(e).__name__}: {e})") from None
 
 
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "curves.png", "args.json")
+
+
+def run_files(out_dir: str) -> list[str]:
+    """The files a train.py run leaves in its folder (checkpoints, log, curves, args), sorted; [] for a new folder."""
+    found = [os.path.join(out_dir, f) for f in RUN_FILES if os.path.isfile(os.path.join(out_dir, f))]
+    return sorted(found + glob.glob(os.path.join(out_dir, "iter_*.pt")))
+
+
 def prune_periodic(out_dir: str, keep: int) -> None:
     """Keep only the newest `keep` iter_N.pt files (last.pt and best.pt are never pruned)."""
     files = sorted(glob.glob(os.path.join(out_dir, "iter_*.pt")),

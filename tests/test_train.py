@@ -213,6 +213,31 @@ def test_batch_of_one_is_a_clear_error(demo, tmp_path):
     assert not os.path.exists(tmp_path / "o" / "last.pt")
 
 
+def test_previous_run_is_kept_unless_resumed_or_overwritten(demo, tmp_path, capsys):
+    """A new run into a used --out must not truncate its log and prune its checkpoints: refused, files untouched;
+    --overwrite replaces the run (stale iter_N.pt gone); a bare --resume with nothing saved yet starts the run."""
+    import train
+    out = tmp_path / "run"
+    out.mkdir()
+    for f in ("last.pt", "iter_9000.pt", "metrics.jsonl"):
+        (out / f).write_bytes(b"old")
+    argv = ["--data-root", demo, "--out", str(out), *TINY, "--iters", "1", "--val-json", ""]
+    with pytest.raises(SystemExit) as e:
+        train.main(train.get_args_parser().parse_args(argv))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert all((out / f).read_bytes() == b"old" for f in ("last.pt", "iter_9000.pt", "metrics.jsonl"))
+
+    train.main(train.get_args_parser().parse_args(argv + ["--overwrite", "--ckpt-interval", "1"]))
+    assert not (out / "iter_9000.pt").exists()
+    assert torch.load(out / "last.pt", weights_only=True)["iter"] == 1
+
+    fresh = tmp_path / "fresh"  # pre-emptible job: the same command for the first start and every restart
+    train.main(train.get_args_parser().parse_args(
+        ["--data-root", demo, "--out", str(fresh), *TINY, "--iters", "1", "--val-json", "", "--resume"]))
+    assert torch.load(fresh / "last.pt", weights_only=True)["iter"] == 1
+
+
 def test_summary_table(tmp_path, capsys):
     from engine.summary import main as summary
     for k, vals in enumerate([[0.5, 0.7, 0.6], [0.8]]):
