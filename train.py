@@ -141,6 +141,17 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return total / (target != IGNORE_INDEX).sum().clamp(min=1)
 
 
+# Settings that do not change what is trained (where output goes, how often it is written, how it is shown).
+_RUN_ONLY = {"resume", "overwrite", "out", "workers", "no_progress", "log_interval", "eval_interval", "ckpt_interval",
+             "keep_ckpts", "stop_after", "device", "skip_invalid"}
+
+
+def changed_settings(saved: dict, now: dict) -> list[str]:
+    """'name old → new' for every training setting that differs from the checkpoint's recorded arguments."""
+    return [f"{k} {saved[k]!r} → {now[k]!r}" for k in sorted(now)
+            if k in saved and k not in _RUN_ONLY and saved[k] != now[k]]
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     model = getattr(model, "module", model)  # DDP
     return getattr(model, "_orig_mod", model)  # torch.compile
@@ -237,6 +248,9 @@ def main(args: argparse.Namespace) -> float:
         # batch size / process count / --grad-accum skipped or replayed data when any of them changed on resume.
         start_sample = int(state.get("samples_seen", start_iter * global_batch * args.grad_accum))
         log(f"resumed {args.resume} at iteration {start_iter}")
+        changed = changed_settings(state.get("args") or {}, vars(args))
+        if changed:  # allowed (a longer schedule, a lower LR), but the run is then not the one that was started
+            log("note: resumed with changed settings: " + ", ".join(changed))
 
     # The data stream is a function of (seed, sample position): resume re-enters it at the next unseen sample.
     loader = build_train_loader(train_set, transform, batch_size=args.batch_size, seed=args.seed,

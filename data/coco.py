@@ -48,7 +48,8 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from data.classes import CLASSES, IGNORE_INDEX, NAME_TO_ID, NUM_CLASSES
-from data.io import DecodeError, decode_image, decode_label_map, probe_size, read_bytes, write_label_png
+from data.io import (DecodeError, decode_image, decode_label_map, output_collisions, output_relpath, probe_size,
+                     read_bytes, write_label_png)
 
 log = logging.getLogger(__name__)
 
@@ -608,13 +609,15 @@ class CocoSegDataset:
 # ---------------------------------------------------------------------------------------------------------- CLI
 
 def _mask_path(out_dir: str, file_name: str) -> str:
-    rel = os.path.splitext(file_name.lstrip("/\\"))[0] + ".png"
-    return os.path.join(out_dir, rel)
+    return os.path.join(out_dir, output_relpath(file_name, ".png"))  # never outside out_dir, even for '..' names
 
 
 def cmd_masks(args: argparse.Namespace) -> int:
     ds = CocoSegDataset(args.data_root, args.json, skip_invalid=args.skip_invalid, cache_masks=False,
                         verify_images=False)  # decoded below, once
+    clash = output_collisions(ds.image_ids, ".png")
+    if clash:  # the second mask would silently replace the first
+        raise SystemExit(f"error: {args.json}: images {clash[0]!r} and {clash[1]!r} would share one mask file")
     written = 0
     for i in range(len(ds)):
         e = ds._entries[i]

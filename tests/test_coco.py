@@ -389,6 +389,30 @@ def test_cli_masks_and_stats(root, tmp_path, capsys):
     assert line.split()[2] == "1"  # one Battery annotation
 
 
+def test_cli_masks_stay_in_out_and_refuse_shared_files(tmp_path):
+    """'..' in a file_name must not write outside --out; a.jpg and a.png must not share (overwrite) one mask."""
+    root = str(tmp_path / "root")
+    rng = np.random.default_rng(1)
+    for rel in ("a.jpg", "a.png", "../outside/b.jpg"):
+        _write_img(os.path.join(root, rel), rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), os.path.splitext(rel)[1])
+    poly = [[1, 1, 6, 1, 6, 6, 1, 6]]
+    d = {"images": [{"id": i, "file_name": fn, "width": 8, "height": 8}
+                    for i, fn in enumerate(("a.jpg", "../outside/b.jpg"))],
+         "annotations": [{"id": i, "image_id": i, "category_id": 1, "segmentation": poly, "area": 25.0,
+                          "bbox": [1, 1, 5, 5], "iscrowd": 0} for i in range(2)],
+         "categories": [{"id": 1, "name": "Paper"}]}
+    jp = _dump(os.path.join(root, "x.json"), d)
+    out = str(tmp_path / "masks")
+    assert coco_main(["masks", "--data-root", root, "--json", jp, "--out", out]) == 0
+    written = sorted(os.path.relpath(os.path.join(dp, f), out) for dp, _, fs in os.walk(out) for f in fs)
+    assert written == ["a.png", os.path.join("outside", "b.png")]
+    assert not os.path.exists(tmp_path / "outside" / "b.png")
+    d["images"][1]["file_name"] = "a.png"
+    jp = _dump(os.path.join(root, "clash.json"), d)
+    with pytest.raises(SystemExit, match="would share one mask file"):
+        coco_main(["masks", "--data-root", root, "--json", jp, "--out", str(tmp_path / "m2")])
+
+
 def test_cli_exit_code_2(root, tmp_path):
     d = _coco(root)
     d["annotations"][2]["category_id"] = 77

@@ -45,7 +45,7 @@ def test_resume_is_bitwise_exact(demo, tmp_path):
     _train(demo, tmp_path / "half", "--iters", "4", "--ckpt-interval", "2", "--stop-after", "2")
     assert _weights(tmp_path / "half" / "last.pt").keys()
     r = _train(demo, tmp_path / "half", "--iters", "4", "--ckpt-interval", "2", "--resume")
-    assert "resumed" in r.stdout
+    assert "resumed" in r.stdout and "changed settings" not in r.stdout  # --stop-after is not a training setting
     _same(_weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "half" / "last.pt"))
     # and a different run really differs (the comparison can fail)
     _train(demo, tmp_path / "other", "--iters", "4", "--ckpt-interval", "2", "--seed", "1")
@@ -334,6 +334,8 @@ def test_resume_with_other_batch_or_process_count(demo, tmp_path):
                check=False)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "reseeded" in r.stdout
+    note = next(ln for ln in r.stdout.splitlines() if "changed settings" in ln)  # said, not silently different
+    assert "batch_size 2 → 4" in note and "iters 2 → 4" in note and "ckpt_interval" not in note
     state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
     assert state["iter"] == 4 and state["samples_seen"] == 4 + 2 * 4
     r = _train(demo, out, "--iters", "6", "--val-json", "", "--num-classes", "12", "--resume", check=False)
