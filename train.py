@@ -41,10 +41,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("trashseg train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data-root", default="demo_data")
-    g.add_argument("--train-json", nargs="+", default=["train.json"],
-                   help="one or more COCO files (relative to --data-root unless they exist as given)")
-    g.add_argument("--val-json", default="val.json", help="'' to skip validation")
-    g.add_argument("--fold", type=int, default=None, help="use FOLDS_DIR/train_fold{K}.json and val_fold{K}.json")
+    g.add_argument("--train-json", nargs="+", default=None,
+                   help="one or more COCO files (relative to --data-root unless they exist as given; default "
+                        "train.json); with --fold, extra sources added to the fold's (e.g. pseudo-labels)")
+    g.add_argument("--val-json", default=None, help="default val.json (with --fold, the fold's); '' skips validation")
+    g.add_argument("--fold", type=int, default=None,
+                   help="train on FOLDS_DIR/train_fold{K}.json (+ any --train-json), validate on val_fold{K}.json")
     g.add_argument("--folds-dir", default=None, help="where data.split wrote the folds (default DATA_ROOT/folds)")
     g.add_argument("--skip-invalid", action="store_true", help="skip (count and list) bad images/annotations")
     g.add_argument("--workers", type=int, default=4)
@@ -116,9 +118,14 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         args.amp = "bf16" if ((args.device == "auto" or args.device.startswith("cuda")) and torch.cuda.is_available()) \
             else "none"
     if args.fold is not None:
+        # The fold's files replace the defaults only: given --train-json files are extra sources (a k-fold run with
+        # pseudo-labels), and --val-json '' still turns validation off. (They were dropped without a word.)
         folds = args.folds_dir or os.path.join(args.data_root, "folds")
-        args.train_json = [os.path.join(folds, f"train_fold{args.fold}.json")]
-        args.val_json = os.path.join(folds, f"val_fold{args.fold}.json")
+        args.train_json = [os.path.join(folds, f"train_fold{args.fold}.json")] + (args.train_json or [])
+        if args.val_json is None:
+            args.val_json = os.path.join(folds, f"val_fold{args.fold}.json")
+    args.train_json = args.train_json or ["train.json"]
+    args.val_json = "val.json" if args.val_json is None else args.val_json
 
     def where(j: str) -> str:
         return j if (os.path.isabs(j) or os.path.exists(j)) else os.path.join(args.data_root, j)
@@ -196,6 +203,12 @@ def main(args: argparse.Namespace) -> float:
         sys.exit(f"error: {args.train_json}: training needs annotations (or mask_file) on every image")
     if val_set is not None and not val_set.has_labels:
         sys.exit(f"error: {args.val_json}: validation needs annotations")
+    if val_set is not None:
+        seen = set(train_set.image_paths())
+        both = [p for p in val_set.image_paths() if p in seen]
+        if both:  # legitimate for a final run on all data, but then the score is not a held-out one: say so
+            log(f"warning: {len(both)} of {len(val_set)} validation images are also training images (e.g. {both[0]}): "
+                f"the validation mIoU is not a held-out score")
     aug = {k: getattr(args, "aug_" + k) for k in TRAIN_DEFAULTS}
     transform = build_transform("train", crop_size=args.crop_size, **aug)
     global_batch = args.batch_size * info.world_size

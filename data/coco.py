@@ -499,6 +499,10 @@ class CocoSegDataset:
             self._index = {fid: i for i, fid in enumerate(self.image_ids)}
         return self._index[image_id]
 
+    def image_paths(self) -> list[str]:
+        """Each image's resolved file path (the identity to compare across COCO files: ids and file_names are not)."""
+        return [os.path.realpath(e.path) for e in self._entries]
+
     def is_labelled(self, i: int) -> bool:
         e = self._entries[i]
         return e.anns is not None or e.mask_file is not None

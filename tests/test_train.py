@@ -238,6 +238,25 @@ def test_previous_run_is_kept_unless_resumed_or_overwritten(demo, tmp_path, caps
     assert torch.load(fresh / "last.pt", weights_only=True)["iter"] == 1
 
 
+def test_fold_keeps_extra_sources_and_val_overlap_is_reported(demo, tmp_path):
+    import train
+    folds = str(tmp_path / "folds")
+    a = train.resolve_args(train.get_args_parser().parse_args(
+        ["--data-root", demo, "--fold", "1", "--folds-dir", folds, "--train-json", "extra.json"]))
+    assert a.train_json == [os.path.join(folds, "train_fold1.json"), os.path.join(demo, "extra.json")]
+    assert a.val_json == os.path.join(folds, "val_fold1.json")
+    a = train.resolve_args(train.get_args_parser().parse_args(
+        ["--data-root", demo, "--fold", "1", "--folds-dir", folds, "--val-json", ""]))
+    assert a.train_json == [os.path.join(folds, "train_fold1.json")] and a.val_json == ""
+    a = train.resolve_args(train.get_args_parser().parse_args(["--data-root", demo]))
+    assert a.train_json == [os.path.join(demo, "train.json")] and a.val_json == os.path.join(demo, "val.json")
+    # validation images that are also training images: said, with a count (the run itself goes on)
+    r = _train(demo, tmp_path / "leak", "--iters", "1", "--train-json", "train.json", "val.json")
+    assert "4 of 4 validation images are also training images" in r.stdout
+    r = _train(demo, tmp_path / "clean", "--iters", "1")
+    assert "validation images are also training images" not in r.stdout
+
+
 def test_summary_table(tmp_path, capsys):
     from engine.summary import main as summary
     for k, vals in enumerate([[0.5, 0.7, 0.6], [0.8]]):
