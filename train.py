@@ -137,15 +137,14 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy averaged over the non-ignored pixels, 0 when there are none.
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the `kept` (non-ignored, clamped to >= 1) pixels: 0 when there are none.
 
     F.cross_entropy's mean is 0/0 = NaN for a batch whose every pixel is 255 (crops of pseudo-labelled images the
     teacher was unsure about, padding), which stopped the run as a "non-finite loss"; mmseg's loss is 0 there.
     Same value as the mean otherwise, and no host sync.
     """
-    total = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / (target != IGNORE_INDEX).sum().clamp(min=1)
+    return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum") / kept
 
 
 # Settings that do not change what is trained (where output goes, how often it is written, how it is shown).
@@ -361,8 +360,9 @@ def main(args: argparse.Namespace) -> float:
             with sync_ctx:
                 with autocast(dev, args.amp):
                     logits, aux = fwd(x)  # (B, C, H, W) each, at input size
-                    loss_main = seg_loss(logits.float(), target)
-                    loss_aux = seg_loss(aux.float(), target)
+                    kept = (target != IGNORE_INDEX).sum().clamp(min=1)  # one count for both heads
+                    loss_main = seg_loss(logits.float(), target, kept)
+                    loss_aux = seg_loss(aux.float(), target, kept)
                     loss = (loss_main + args.aux_weight * loss_aux) / args.grad_accum
                 scaler.scale(loss).backward()
             loss_sum += loss_main.item() / args.grad_accum

@@ -107,24 +107,28 @@ def _strip_prefixes(sd: dict) -> dict:
     return out
 
 
+def misfit_message(head: str, missing: list[str], unexpected: list[str], shapes: list[str],
+                   labels: tuple[str, str] = ("missing keys", "unexpected keys"), limit: int = 8) -> str | None:
+    """The report of a state dict that does not fit a model (the first `limit` keys of each kind), or None if it fits.
+    Shared by check_state_dict (checkpoints) and models.convert (sources), which word the two key lists their way."""
+    if not (missing or unexpected or shapes):
+        return None
+
+    def show(xs):
+        return ", ".join(xs[:limit]) + (f", … ({len(xs)} in all)" if len(xs) > limit else "")
+    rows = [(labels[0], missing), (labels[1], unexpected), ("shape mismatches", shapes)]
+    return "\n".join([head] + [f"  {label}: {show(xs)}" for label, xs in rows if xs])
+
+
 def check_state_dict(model: torch.nn.Module, sd: dict, what: str = "checkpoint") -> None:
     """Raise a ValueError naming missing / unexpected keys and shape mismatches (the first few of each)."""
     own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
     shapes = [f"{k}: {tuple(sd[k].shape)} in {what} vs {tuple(own[k].shape)} in model"
               for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        def show(xs):
-            return ", ".join(xs[:8]) + (f", … ({len(xs)} in all)" if len(xs) > 8 else "")
-        msg = [f"{what} does not fit {getattr(model, 'model_name', type(model).__name__)}:"]
-        if missing:
-            msg.append(f"  missing keys: {show(missing)}")
-        if unexpected:
-            msg.append(f"  unexpected keys: {show(unexpected)}")
-        if shapes:
-            msg.append(f"  shape mismatches: {show(shapes)}")
-        raise ValueError("\n".join(msg))
+    msg = misfit_message(f"{what} does not fit {getattr(model, 'model_name', type(model).__name__)}:",
+                         [k for k in own if k not in sd], [k for k in sd if k not in own], shapes)
+    if msg:
+        raise ValueError(msg)
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", num_classes: int | None = None,

@@ -388,17 +388,11 @@ def fit_to_model(sd: dict, model: torch.nn.Module, notes: list[str]) -> dict:
         else:
             missing.append(k)
     unexpected = [k for k in sd if k not in own]
-    if missing or unexpected or shapes:
-        def show(xs):
-            return ", ".join(xs[:10]) + (f", … ({len(xs)} in all)" if len(xs) > 10 else "")
-        msg = [f"the source does not fit {model.model_name}:"]
-        if missing:
-            msg.append(f"  missing from source: {show(missing)}")
-        if unexpected:
-            msg.append(f"  not in model: {show(unexpected)}")
-        if shapes:
-            msg.append(f"  shape mismatches: {show(shapes)}")
-        raise ConversionError("\n".join(msg))
+    from . import misfit_message
+    msg = misfit_message(f"the source does not fit {model.model_name}:", missing, unexpected, shapes,
+                         labels=("missing from source", "not in model"), limit=10)
+    if msg:
+        raise ConversionError(msg)
     if not has_decode:
         notes.append("backbone-only source: decode_head and auxiliary_head keep their initialisation")
     elif not has_aux:
