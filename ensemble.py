@@ -23,8 +23,10 @@ import torch
 from csrc import ops
 from data.classes import CLASSES
 from data.coco import CocoSegDataset, DataError
+from data.io import atomic_write_json
 from data.probs import load_probs
 from data.submission import SUB_SIZE, SubmissionError, SubmissionWriter, read_submission, validate
+from engine.cli import cli_errors
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -92,7 +94,7 @@ def main(args: argparse.Namespace) -> dict:
                 for k, folder in enumerate(members):
                     try:
                         p, size = load_probs(folder, iid)  # (C, h, w), original (H, W)
-                    except FileNotFoundError as e:
+                    except (FileNotFoundError, ValueError) as e:
                         sys.exit(f"error: {e}")
                     if shape is None:
                         shape, size0 = p.shape, size
@@ -147,10 +149,10 @@ def main(args: argparse.Namespace) -> dict:
             print(f"  member {name}: mIoU {v:.4f}")
         print(f"  ensemble ({args.mode}): mIoU {result['ensemble']:.4f}")
         if args.out:
-            with open(os.path.splitext(args.out)[0] + "_eval.json", "w") as f:
-                json.dump(result, f, indent=2)
+            atomic_write_json(os.path.splitext(args.out)[0] + "_eval.json", result, indent=2)
     return result
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    with cli_errors():
+        main(get_args_parser().parse_args())

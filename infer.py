@@ -27,8 +27,10 @@ from data.io import output_collisions, output_relpath, write_palette_png
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from data.probs import save_probs
-from data.submission import SubmissionWriter, format_row, to_submission_map, validate, SubmissionError
+from data.submission import (OrderedSubmission, SubmissionError, expected_ids, format_row, to_submission_map,
+                             validate)
 from engine import dist as D
+from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
 from engine.predict import TTA_RATIOS, tta_accumulate
 
 
@@ -53,7 +55,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--probs-dtype", default="uint8", choices=["uint8", "float16"])
     p.add_argument("--save-masks", default=None, metavar="DIR", help="palette PNG label maps at image size")
     p.add_argument("--eval", action="store_true", help="JSON has annotations: mIoU single-scale vs TTA")
-    p.add_argument("--skip-invalid", action="store_true")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="skip unreadable/corrupt images and bad records (listed at the end); in the CSV their rows "
+                        "are all background (class 0), so the submission stays complete")
     return p
 
 
@@ -81,7 +85,8 @@ def main(args: argparse.Namespace) -> dict:
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     try:
-        ds = CocoSegDataset(args.data_root, json_path, skip_invalid=args.skip_invalid)
+        # Images are checked as the workers decode them (EvalSet), not all up front: a corrupt one is skipped there.
+        ds = CocoSegDataset(args.data_root, json_path, skip_invalid=args.skip_invalid, verify_images=False)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -99,25 +104,26 @@ def main(args: argparse.Namespace) -> dict:
     C = model.num_classes
 
     loader = build_eval_loader(ds, batch_size=args.batch_size, workers=args.workers, rank=info.rank,
-                               world_size=info.world_size)
+                               world_size=info.world_size, skip_invalid=args.skip_invalid)
     # Rank r predicts images r, r+W, ...; each writes its rows to a part file, rank 0 interleaves them in order.
     part = None
     if out:
-        part = open(f"{out}.part{info.rank}", "w") if info.enabled else SubmissionWriter(out)
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)  # every rank writes its part file there
+        part = open(f"{out}.part{info.rank}", "w") if info.enabled else OrderedSubmission(out, expected_ids(json_path))
     cm_tta = torch.zeros(C, C, dtype=torch.int64, device=dev)
     cm_single = torch.zeros_like(cm_tta)
-    bar = None
-    if info.is_main:
-        from tqdm import tqdm
-        bar = tqdm(total=len(ds), desc=f"infer ({nviews} view{'s' * (nviews > 1)})", dynamic_ncols=True,
-                   file=sys.stdout)
+    skipped = []  # "image_id: reason" of images a worker could not load (--skip-invalid)
+    bar = ImageProgress(len(ds), f"infer ({nviews} view{'s' * (nviews > 1)})", info)
     try:
         for batch in loader:
             img_b = batch["image"].to(dev, non_blocking=True)  # (B, 3, Hmax, Wmax) uint8
             sizes = batch.get("sizes") or [tuple(img_b.shape[-2:])] * img_b.shape[0]
-            same = all(s == sizes[0] for s in sizes)
+            errors = batch.get("error") or [None] * len(sizes)
+            skipped += [e for e in errors if e]
+            same = all(s == sizes[0] for s in sizes) and not any(errors)
             # a padded batch of mixed sizes is predicted image by image: padding would change the views
-            groups = [slice(0, img_b.shape[0])] if same else [slice(i, i + 1) for i in range(img_b.shape[0])]
+            groups = [slice(0, img_b.shape[0])] if same else \
+                [slice(i, i + 1) for i in range(img_b.shape[0]) if not errors[i]]
             for sl in groups:
                 h, w = sizes[sl.start]
                 img = img_b[sl, :, :h, :w]
@@ -153,23 +159,27 @@ def main(args: argparse.Namespace) -> dict:
                     if args.save_masks:
                         save_palette_png(args.save_masks, iid, labels_np[j])
                 del acc
-            if bar:
-                bar.update(len(sizes) * info.world_size)
+            bar.update(len(sizes))
     except BaseException:
-        if isinstance(part, SubmissionWriter):
+        if isinstance(part, OrderedSubmission):
             part.abort()
         raise
-    if bar:
-        bar.close()
+    bar.close()
+    skipped = ds.skipped + gather_lists(skipped, info)
+    filled = []
     if part is not None:
         if info.enabled:
             part.close()
             D.barrier(info)
             if info.is_main:
-                _merge_parts(out, info.world_size, len(ds))
+                filled = _merge_parts(out, info.world_size, ds.image_ids, expected_ids(json_path))
             D.barrier(info)
         else:
             part.close()
+            filled = part.filled
+    if info.is_main:
+        report_skips(skipped, f"{len(filled)} submission row(s) for them are all background (class 0)" if out
+                     else "they have no prediction" + (" and are left out of the metric" if args.eval else ""))
     result = {}
     if args.eval:
         D.all_reduce_sum(cm_tta, info)
@@ -189,17 +199,23 @@ def main(args: argparse.Namespace) -> dict:
     return result
 
 
-def _merge_parts(out: str, world: int, n: int) -> None:
-    """Interleave rank part files (rank r holds images r, r+W, ...) into the CSV in the JSON's order, streaming."""
+def _merge_parts(out: str, world: int, ids: list[str], expected: list[str]) -> list[str]:
+    """Interleave rank part files (rank r holds images r, r+W, ... of ``ids``, minus any it skipped) into the CSV in
+    the JSON's order, streaming; returns the image_ids that got a background row."""
     parts = [open(f"{out}.part{r}") for r in range(world)]
-    w = SubmissionWriter(out)
+    head = [p.readline() for p in parts]  # each part's next unread line
+    w = OrderedSubmission(out, expected)
     try:
-        for i in range(n):
-            line = parts[i % world].readline()
-            if not line:
-                raise RuntimeError(f"rank {i % world}'s part file ended early at image {i}")
-            w.write_line(line)
+        for i, iid in enumerate(ids):
+            r = i % world
+            if head[r].partition(",")[0] == iid:  # else rank r skipped this image: OrderedSubmission fills it
+                w.write_line(head[r])
+                head[r] = parts[r].readline()
+        left = [r for r in range(world) if head[r]]
+        if left:
+            raise RuntimeError(f"rank {left[0]}'s part file has a row out of order: {head[left[0]][:80]!r}")
         w.close()
+        return w.filled
     except BaseException:
         w.abort()
         raise
@@ -210,4 +226,5 @@ def _merge_parts(out: str, world: int, n: int) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    with cli_errors():
+        main(get_args_parser().parse_args())

@@ -24,6 +24,7 @@ from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from engine import dist as D
 from data.io import atomic_write_text, output_collisions, output_relpath, write_palette_png
+from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
 from engine.predict import TTA_RATIOS, tta_accumulate
 
 DEFAULT_THRESHOLD = 0.6  # README "Pseudo-labelling": the kept-label mIoU peaks here on held-out data
@@ -45,6 +46,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
     p.add_argument("--device", default="auto")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="skip unreadable/corrupt images and bad records (listed at the end; they get no pseudo-label)")
     return p
 
 
@@ -70,7 +73,7 @@ def main(args: argparse.Namespace) -> dict:
     if any(t.num_classes != C for t in teachers):
         sys.exit(f"error: teachers disagree on the class count: {[t.num_classes for t in teachers]}")
     try:
-        ds = CocoSegDataset(args.data_root, jsons)
+        ds = CocoSegDataset(args.data_root, jsons, skip_invalid=args.skip_invalid, verify_images=False)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -82,19 +85,21 @@ def main(args: argparse.Namespace) -> dict:
     scales = list(args.scales or (TTA_RATIOS if args.tta else [None]))
     flip = args.flip or args.tta
 
+    os.makedirs(out, exist_ok=True)
     loader = build_eval_loader(ds, batch_size=args.batch_size, workers=args.workers, rank=info.rank,
-                               world_size=info.world_size)
+                               world_size=info.world_size, skip_invalid=args.skip_invalid)
     pix = torch.zeros(C, dtype=torch.float64)  # pixels predicted as each class
     ign = torch.zeros(C, dtype=torch.float64)  # of those, below the threshold
-    entries = []
-    bar = None
-    if info.is_main:
-        from tqdm import tqdm
-        bar = tqdm(total=len(ds), desc="pseudo-label", dynamic_ncols=True, file=sys.stdout)
+    entries, skipped = [], []
+    bar = ImageProgress(len(ds), "pseudo-label", info)
     for batch in loader:
         img_b = batch["image"].to(dev, non_blocking=True)  # (B, 3, H, W) uint8
         sizes = batch.get("sizes") or [tuple(img_b.shape[-2:])] * img_b.shape[0]
+        errors = batch.get("error") or [None] * len(sizes)
         for j, (h, w) in enumerate(sizes):
+            if errors[j]:  # a worker could not load it (--skip-invalid): no label rather than a wrong one
+                skipped.append(errors[j])
+                continue
             acc = tta_accumulate(teachers, img_b[j:j + 1, :, :h, :w], scales, flip, amp)
             labels, maxp = acc.argmax()  # (1, h, w), (1, h, w)
             labels, maxp = labels[0].long().cpu(), maxp[0].float().cpu()
@@ -109,10 +114,9 @@ def main(args: argparse.Namespace) -> dict:
             rec.pop("mask_file", None)
             rec["mask_file"] = rel  # relative to pseudo.json's folder
             entries.append((batch["index"][j], rec))
-        if bar:
-            bar.update(len(sizes) * info.world_size)
-    if bar:
-        bar.close()
+        bar.update(len(sizes))
+    bar.close()
+    skipped = ds.skipped + gather_lists(skipped, info)
     if info.enabled:
         gathered = [None] * info.world_size
         torch.distributed.all_gather_object(gathered, (entries, pix, ign))
@@ -144,9 +148,11 @@ def main(args: argparse.Namespace) -> dict:
         print("ignored share by predicted class: " + "  ".join(
             f"{k} {100 * v:.1f}%" for k, v in share.items() if v is not None))
         print(f"wrote {os.path.join(out, 'pseudo.json')}")
+        report_skips(skipped, "they have no pseudo-label")
     D.cleanup(info)
     return {"ignored_share": total_ign, "per_class": share}
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    with cli_errors():
+        main(get_args_parser().parse_args())

@@ -22,7 +22,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 import models
 from data import IGNORE_INDEX, NUM_CLASSES
@@ -31,6 +30,7 @@ from data.loader import build_eval_loader, build_train_loader
 from data.transforms import TRAIN_DEFAULTS, build_transform
 from engine import checkpoint as ckpt
 from engine import dist as D
+from engine.cli import cli_errors
 from engine.evaluate import autocast, evaluate
 from engine.log import MetricsLog, atomic_write_text, plot_curves
 from engine.schedule import lr_factor
@@ -199,7 +199,7 @@ def main(args: argparse.Namespace) -> float:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if not train_set.has_labels:
-        sys.exit(f"error: {args.train_json}: training needs annotations (or mask_file) on every image")
+        sys.exit(f"error: {', '.join(map(str, args.train_json))}: training needs annotations (or mask_file) on every image")
     if val_set is not None and not val_set.has_labels:
         sys.exit(f"error: {args.val_json}: validation needs annotations")
     if val_set is not None:
@@ -220,7 +220,13 @@ def main(args: argparse.Namespace) -> float:
             if isinstance(m, torch.nn.Dropout2d):
                 m.p = args.dropout
     if args.init:
-        src = torch.load(args.init, map_location="cpu", weights_only=True)
+        try:
+            src = torch.load(args.init, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            sys.exit(f"error: --init {args.init}: no such file")
+        except Exception as e:  # truncated, not a torch file, or holding objects weights_only refuses
+            sys.exit(f"error: --init {args.init}: cannot be read as a checkpoint ({type(e).__name__}: "
+                     f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})")
         state = models._strip_prefixes(src.get("model", src))
         try:
             models.check_state_dict(model, state, what=f"--init {args.init}")
@@ -242,7 +248,7 @@ def main(args: argparse.Namespace) -> float:
     scaler = torch.amp.GradScaler(dev.type, enabled=args.amp == "fp16")
     raw = model
     if info.enabled:
-        model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        model = D.wrap_ddp(model, dev)
     fwd = torch.compile(model) if args.compile else model
 
     start_iter, best, start_sample = 0, -1.0, 0
@@ -317,7 +323,10 @@ def main(args: argparse.Namespace) -> float:
             return math.nan
         vl = build_eval_loader(val_set, batch_size=1, workers=min(args.workers, 2), rank=info.rank,
                                world_size=info.world_size)
-        res = evaluate(fwd, vl, args.num_classes, dev, info, amp=args.amp, channels_last=args.channels_last,
+        # The unwrapped model (weights are equal on every rank): DDP's first forward after a training step
+        # broadcasts buffers, a collective that a rank with no validation images (fewer images than processes)
+        # never joined, so the others hung there.
+        res = evaluate(raw, vl, args.num_classes, dev, info, amp=args.amp, channels_last=args.channels_last,
                        normalize=raw.normalize)
         rec = {"iter": it, "miou": res["miou"], "acc": res["acc"], "macc": res["macc"],
                "iou": [None if math.isnan(v) else round(v, 5) for v in res["iou"].tolist()]}
@@ -381,7 +390,7 @@ def main(args: argparse.Namespace) -> float:
             torch.nn.utils.clip_grad_norm_(raw.parameters(), args.clip_grad)
         scaler.step(opt)
         scaler.update()
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=not info.enabled)  # under DDP the gradients are its buckets (D.wrap_ddp)
 
         done = it + 1
         loss_acc, aux_acc, n_acc = loss_acc + loss_sum, aux_acc + aux_sum, n_acc + 1
@@ -442,4 +451,5 @@ class _null:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    with cli_errors():
+        main(get_args_parser().parse_args())

@@ -63,7 +63,13 @@ class DataError(ValueError):
     """Invalid input. The message is one line: the file, the image/annotation id where there is one, the problem."""
 
     def __init__(self, msg: str):
-        super().__init__(" ".join(str(msg).split()))  # one line, whatever was interpolated
+        msg = str(msg)
+        # A DataLoader worker's DataError reaches the main process re-raised as DataError("Caught DataError in
+        # DataLoader worker process N. Original Traceback ... data.coco.DataError: <message>"): keep the message,
+        # which names the file, instead of a folded traceback.
+        if msg.startswith("Caught DataError") and "DataError: " in msg:
+            msg = msg.rsplit("DataError: ", 1)[1]
+        super().__init__(" ".join(msg.split()))  # one line, whatever was interpolated
 
 
 # ----------------------------------------------------------------------------------------------------------- JSON

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from data.classes import IGNORE_INDEX, PIXEL_MEAN, PIXEL_STD
+from data.coco import DataError
 from data.transforms import Compose, CopyPaste, DatasetSource, copy_paste_steps
 
 
@@ -110,23 +111,36 @@ class TrainSet(Dataset):
 
 
 class EvalSet(Dataset):
-    """``base`` restricted to ``indices`` (this rank's shard), optionally transformed (deterministically)."""
+    """``base`` restricted to ``indices`` (this rank's shard), optionally transformed (deterministically).
 
-    def __init__(self, base, indices, transform=None):
+    ``skip_invalid``: an image that cannot be loaded (a DataError: unreadable, corrupt, wrong size) does not end the
+    pass inside a worker; its item carries ``error`` (the one-line reason) and a 1×1 placeholder image (mask 255), and
+    the script leaves it out and lists it. Otherwise the DataError propagates (one line; see DataError)."""
+
+    def __init__(self, base, indices, transform=None, skip_invalid: bool = False):
         self.base, self.indices, self.transform = base, list(indices), transform
+        self.skip_invalid = skip_invalid
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, j: int) -> dict:
         index = self.indices[j]
-        s = self.base[index]
+        try:
+            s = self.base[index]
+        except DataError as e:
+            if not self.skip_invalid:
+                raise
+            labelled = getattr(self.base, "has_labels", False)
+            return dict(image=torch.zeros(3, 1, 1, dtype=torch.uint8),
+                        mask=torch.full((1, 1), IGNORE_INDEX, dtype=torch.uint8) if labelled else None,
+                        image_id=self.base.image_ids[index], index=index, error=str(e))
         image, mask = s["image"], s["mask"]
         if self.transform is not None:
             image, mask = self.transform(image, mask, np.random.default_rng([0, index]))
         return dict(image=torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
                     mask=None if mask is None else torch.from_numpy(np.ascontiguousarray(mask)),
-                    image_id=s["image_id"], index=index)
+                    image_id=s["image_id"], index=index, error=None)
 
 
 def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
@@ -213,14 +227,15 @@ def build_train_loader(dataset, transform, batch_size: int, seed: int, workers: 
 
 
 def build_eval_loader(dataset, batch_size: int = 1, workers: int = 2, rank: int = 0, world_size: int = 1,
-                      transform=None, pin_memory: Optional[bool] = None) -> DataLoader:
+                      transform=None, pin_memory: Optional[bool] = None, skip_invalid: bool = False) -> DataLoader:
     """Deterministic, sharded without duplicates (rank r takes indices r::world_size, so shard sizes may differ by
-    one). Yields dict(image uint8 (B, 3, H, W), mask int64 (B, H, W) or None, image_id list[str], index list[int],
-    sizes list[(h, w)] before padding). Re-iterable; workers live for one pass."""
+    one; a rank may get none). Yields dict(image uint8 (B, 3, H, W), mask int64 (B, H, W) or None, image_id
+    list[str], index list[int], sizes list[(h, w)] before padding, error list[str | None] (see EvalSet)).
+    Re-iterable; workers live for one pass."""
     indices = range(rank, len(dataset), world_size)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
-    return DataLoader(EvalSet(dataset, indices, transform), batch_size=batch_size, shuffle=False,
+    return DataLoader(EvalSet(dataset, indices, transform, skip_invalid), batch_size=batch_size, shuffle=False,
                       num_workers=workers, collate_fn=_Collate(torch.int64), pin_memory=pin_memory,
                       worker_init_fn=_worker_init if workers > 0 else None)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -35,11 +36,17 @@ def save_probs(folder: str, image_id: str, probs: np.ndarray, size: tuple[int, i
 
 
 def load_probs(folder: str, image_id: str) -> tuple[np.ndarray, tuple[int, int]]:
-    """→ (float32 (C, h, w) probabilities, original (H, W)). Raises FileNotFoundError naming the image."""
+    """→ (float32 (C, h, w) probabilities, original (H, W)). Raises FileNotFoundError naming the image, ValueError
+    naming the file when it is not a readable probabilities file."""
     path = probs_path(folder, image_id)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no saved probabilities for image {image_id!r}")
-    with np.load(path) as z:
-        p, size = z["probs"], tuple(int(v) for v in z["size"])
+    try:
+        with np.load(path) as z:
+            p, size = z["probs"], tuple(int(v) for v in z["size"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # truncated, not an npz, other arrays
+        raise ValueError(f"{path}: not a readable probabilities file ({type(e).__name__}: {e})") from None
+    if p.ndim != 3 or len(size) != 2:
+        raise ValueError(f"{path}: probs {p.shape} / size {size}: expected (C, h, w) and (H, W)")
     p = p.astype(np.float32) / 255.0 if p.dtype == np.uint8 else p.astype(np.float32)
     return p, size

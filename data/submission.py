@@ -74,8 +74,59 @@ class SubmissionWriter:
             os.unlink(self.tmp)
 
 
+class OrderedSubmission:
+    """Rows in the COCO file's image order, for a prediction stream that may lack some images.
+
+    An image that got no prediction (skipped with --skip-invalid: unreadable or corrupt) still needs its row, or the
+    whole file is rejected: it gets an all-background (class 0) row, and ``filled`` lists it. Predictions must arrive
+    in the JSON's order (the dataset's order is the JSON's, minus skipped images)."""
+
+    def __init__(self, path: str, expected: list[str]):
+        self.writer, self.expected, self.pos = SubmissionWriter(path), expected, 0
+        self.filled: list[str] = []
+        self._background = format_row("x", np.zeros((SUB_SIZE, SUB_SIZE), np.uint8))[1:]  # ",0 0 ... 0\n"
+
+    def _advance_to(self, image_id: str) -> None:
+        while self.pos < len(self.expected) and self.expected[self.pos] != image_id:
+            self._fill(self.expected[self.pos])
+        if self.pos == len(self.expected):
+            raise ValueError(f"prediction for {image_id!r} is out of the JSON's order or not in it")
+        self.pos += 1
+
+    def _fill(self, image_id: str) -> None:
+        self.writer.write_line(image_id + self._background)
+        self.filled.append(image_id)
+        self.pos += 1
+
+    def write(self, image_id: str, labels: np.ndarray) -> None:
+        self._advance_to(image_id)
+        self.writer.write(image_id, labels)
+
+    def write_line(self, line: str) -> None:
+        self._advance_to(line.partition(",")[0])
+        self.writer.write_line(line)
+
+    def close(self) -> None:
+        while self.pos < len(self.expected):
+            self._fill(self.expected[self.pos])
+        self.writer.close()
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
 class SubmissionError(ValueError):
     pass
+
+
+def expected_ids(json_path: str) -> list[str]:
+    """The image_ids a submission for ``json_path`` must list, in order (its images' file_names)."""
+    try:
+        with open(json_path) as f:
+            images = json.load(f)["images"]
+        return [im["file_name"] for im in images]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SubmissionError(f"{json_path}: cannot read its images list ({e})") from None
 
 
 def iter_submission(path: str) -> Iterator[tuple[int, str, np.ndarray]]:
@@ -118,12 +169,7 @@ def read_submission(path: str) -> dict[str, np.ndarray]:
 
 def validate(path: str, json_path: str) -> int:
     """Check header, ids and order against the COCO JSON, and every row's values. Returns the row count."""
-    try:
-        with open(json_path) as f:
-            images = json.load(f)["images"]
-    except (OSError, ValueError, KeyError) as e:
-        raise SubmissionError(f"{json_path}: cannot read its images list ({e})") from None
-    expected = [im["file_name"] for im in images]
+    expected = expected_ids(json_path)
     n = 0
     for ln, image_id, _ in iter_submission(path):
         if n >= len(expected):

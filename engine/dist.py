@@ -74,6 +74,23 @@ def any_flag(flag: bool, info: DistInfo) -> bool:
     return bool(t.item() > 0)
 
 
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel whose gradients live in its all-reduce buckets (gradient_as_bucket_view).
+
+    Why: a conv weight with a size-1 dimension (depthwise (C, 1, 7, 7), 1×1 convs) has two valid stride patterns,
+    and its gradient takes the one its input's memory format suggests (channels_last after ConvNeXt's permuted
+    LayerNorms), while DDP's bucket view copies the parameter's. Each step DDP then copied every such gradient
+    through a strided view ("Grad strides do not match bucket view strides"). With the gradients being the bucket
+    views, autograd accumulates straight into them (same values: 0 + g), there is no copy and no second gradient
+    buffer. They must exist before DDP is built (it adopts them then) and stay allocated: the training loop zeroes
+    them with ``zero_grad(set_to_none=False)``."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    for p in model.parameters():
+        if p.requires_grad and p.grad is None:
+            p.grad = torch.zeros_like(p)
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -10,7 +10,28 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.distributed.nn.functional import all_reduce
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over ranks: y = Σ_r x_r on every rank, so ∂L/∂x_r = Σ_r' ∂L_r'/∂y (an all-reduce of the
+    gradient). What torch.distributed.nn.functional.all_reduce did; that API is deprecated (a FutureWarning on every
+    rank), and the functional collectives that replace it are not differentiable through gloo."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        dist.all_reduce(y, op=dist.ReduceOp.SUM)
+        return y
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        g = g.clone()
+        dist.all_reduce(g, op=dist.ReduceOp.SUM)
+        return g
+
+
+def all_reduce(x: torch.Tensor) -> torch.Tensor:
+    return _AllReduceSum.apply(x)
 
 
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
