@@ -23,6 +23,19 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+# SIGTERM (pre-emption, scancel, torchrun's shutdown) asks the run to stop: from here on it is recorded, not fatal,
+# so one that lands while torch is still importing is honoured after the first step like any other (the loop saves
+# and exits 0). Installed only when run as a script, before the slow imports.
+_STOP = {"signal": 0}
+
+
+def _request_stop(signum, _frame) -> None:
+    _STOP["signal"] = signum
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _request_stop)
+
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -32,6 +45,7 @@ from data import IGNORE_INDEX, NUM_CLASSES
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader, build_train_loader
 from data.transforms import TRAIN_DEFAULTS, build_transform
+from engine import chaos
 from engine import checkpoint as ckpt
 from engine import dist as D
 from engine.evaluate import autocast, evaluate
@@ -134,6 +148,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         return j if (os.path.isabs(j) or os.path.exists(j)) else os.path.join(args.data_root, j)
     args.train_json = [where(j) for j in args.train_json]
     args.val_json = where(args.val_json) if args.val_json else ""
+    args.resume_auto = args.resume == "auto"
     if args.resume == "auto":
         last = os.path.join(args.out, "last.pt")
         args.resume = last if os.path.isfile(last) else None  # nothing saved yet: this is the first start
@@ -151,8 +166,8 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, kept: torch.Tensor) -> 
 
 
 # Settings that do not change what is trained (where output goes, how often it is written, how it is shown).
-_RUN_ONLY = {"resume", "overwrite", "out", "workers", "no_progress", "log_interval", "eval_interval", "ckpt_interval",
-             "keep_ckpts", "stop_after", "device", "skip_invalid"}
+_RUN_ONLY = {"resume", "resume_auto", "overwrite", "out", "workers", "no_progress", "log_interval", "eval_interval",
+             "ckpt_interval", "keep_ckpts", "stop_after", "device", "skip_invalid"}
 
 
 def changed_settings(saved: dict, now: dict) -> list[str]:
@@ -195,6 +210,7 @@ def set_up(args: argparse.Namespace) -> Run:
     """Resolve the settings, join the process group, and make sure --out may be written."""
     args = resolve_args(args)
     info = D.init(args.device)
+    signal.signal(signal.SIGTERM, _request_stop)  # again for callers of main() (tests); a no-op for the script
     run = Run(args, info, print if info.is_main else (lambda *a, **k: None))
     if args.batch_size * info.world_size < 2:
         # The PPM's 1×1 pooling branch leaves one value per channel for its BatchNorm, which then cannot train
@@ -211,7 +227,11 @@ def claim_out_dir(run: Run) -> None:
     purpose. Rank 0 looks; every rank stops together."""
     args, info = run.args, run.info
     old = ckpt.run_files(args.out) if (info.is_main and not args.resume) else []
-    if D.any_flag(bool(old) and not args.overwrite, info):
+    # A bare --resume with nothing saved yet, in a folder that holds only this run's own files (args.json of the
+    # same settings; its log; a best.pt written just before the first last.pt): the job was killed before its first
+    # checkpoint. Restart it from scratch; refusing (exit 2) broke the one-command restart loop of pre-emptible jobs.
+    own = bool(old) and args.resume_auto and _same_run(args)
+    if D.any_flag(bool(old) and not args.overwrite and not own, info):
         if info.is_main:
             print(f"error: {args.out} already holds a run ({', '.join(os.path.basename(f) for f in old[:6])}"
                   f"{', ...' if len(old) > 6 else ''}). Continue it with --resume, replace it with --overwrite "
@@ -221,7 +241,21 @@ def claim_out_dir(run: Run) -> None:
     if old:
         for f in old:
             os.unlink(f)
-        run.log(f"--overwrite: removed the previous run's {len(old)} file(s) from {args.out}")
+        run.log(f"--resume: {args.out} holds no checkpoint yet; restarting this run from scratch"
+                if own else f"--overwrite: removed the previous run's {len(old)} file(s) from {args.out}")
+    if info.is_main:
+        ckpt.remove_stale_temp(args.out)
+
+
+def _same_run(args: argparse.Namespace) -> bool:
+    """Whether OUT/args.json records this very command's training settings (read by rank 0)."""
+    try:
+        with open(os.path.join(args.out, "args.json")) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return False  # no (readable) args.json: cannot tell whose files these are
+    now = json.loads(json.dumps(vars(args)))  # tuples → lists, as saved
+    return isinstance(saved, dict) and saved.get("model") == args.model and not changed_settings(saved, now)
 
 
 def build_data(run: Run) -> None:
@@ -298,8 +332,7 @@ def load_resume(run: Run) -> dict | None:
     if state.get("num_classes", args.num_classes) != args.num_classes:  # was a load_state_dict traceback
         sys.exit(f"error: {args.resume} has {state['num_classes']} classes, not --num-classes {args.num_classes}")
     run.raw.load_state_dict(state["model"])
-    run.opt.load_state_dict(state["optimizer"])
-    run.scaler.load_state_dict(state["scaler"])
+    load_optimizer_state(run, state)
     run.start_iter, run.best = state["iter"], state.get("best_miou", -1.0)
     # The data position is the samples the run has consumed, as recorded: recomputing it from this invocation's
     # batch size / process count / --grad-accum skipped or replayed data when any of them changed on resume.
@@ -309,6 +342,35 @@ def load_resume(run: Run) -> dict | None:
     if changed:  # allowed (a longer schedule, a lower LR), but the run is then not the one that was started
         run.log("note: resumed with changed settings: " + ", ".join(changed))
     return state
+
+
+def load_optimizer_state(run: Run, state: dict) -> None:
+    """AdamW's moments and step counts from the checkpoint, with this invocation's weight decay and layer decay;
+    the GradScaler's state only where both runs use fp16.
+
+    Optimizer.load_state_dict restores each group's saved hyper-parameters too, so a changed --weight-decay or
+    --layer-decay was announced ("changed settings") and then silently not applied. The groups' parameter layout
+    does not depend on those values; their weight_decay and lr_scale are re-applied from a fresh grouping."""
+    args = run.args
+    try:
+        run.opt.load_state_dict(state["optimizer"])
+    except ValueError as e:  # another grouping of parameters (another model variant, frozen parts)
+        sys.exit(f"error: {args.resume}: its optimizer state does not fit this model's parameter groups ({e}); "
+                 f"start a new run with --init {args.resume} instead")
+    fresh = models.param_groups(run.raw, weight_decay=args.weight_decay, layer_decay=args.layer_decay)
+    if [(g["name"], len(g["params"])) for g in fresh] != \
+            [(g.get("name"), len(g["params"])) for g in run.opt.param_groups]:
+        sys.exit(f"error: {args.resume}: its optimizer groups differ from this model's; start a new run with "
+                 f"--init {args.resume} instead")
+    for g, f in zip(run.opt.param_groups, fresh):
+        g["weight_decay"], g["lr_scale"] = f["weight_decay"], f["lr_scale"]
+    saved = state.get("scaler") or {}
+    if run.scaler.is_enabled() and saved:
+        run.scaler.load_state_dict(saved)
+    elif run.scaler.is_enabled():
+        # A bf16 / fp32 run saves a disabled scaler's empty state, which load_state_dict refused with a
+        # RuntimeError: --amp fp16 from here starts the loss scale afresh (as any fp16 run does).
+        run.log(f"note: {args.resume} has no fp16 loss-scaler state (--amp was not fp16); starting a fresh one")
 
 
 def build_loader_and_seed(run: Run, state: dict | None) -> Iterator[dict]:
@@ -376,6 +438,8 @@ def validate(run: Run, it: int) -> float:
         return math.nan
     vl = build_eval_loader(run.val_set, batch_size=1, workers=min(args.workers, 2), rank=info.rank,
                            world_size=info.world_size)
+    if chaos.DIR:
+        vl = _marked(vl)
     res = evaluate(run.fwd, vl, args.num_classes, info.device, info, amp=args.amp, channels_last=args.channels_last,
                    normalize=run.raw.normalize)
     rec = {"iter": it, "miou": res["miou"], "acc": res["acc"], "macc": res["macc"],
@@ -389,6 +453,14 @@ def validate(run: Run, it: int) -> float:
         run.best = res["miou"]
         save_checkpoint(run, os.path.join(args.out, "best.pt"), it)
     return res["miou"]
+
+
+def _marked(loader):
+    """Validation batches with the fault-injection mark after the first one (engine/chaos.py)."""
+    for i, batch in enumerate(loader):
+        yield batch
+        if i == 0:
+            chaos.point("val")
 
 
 def train_step(run: Run, it: int, data_iter: Iterator[dict]) -> tuple[float, float, float]:
@@ -441,6 +513,11 @@ def validate_and_save(run: Run, done: int) -> None:
     if done % args.eval_interval == 0 or done == args.iters:
         run.miou = validate(run, done)
         run.fwd.train()
+    if done == args.iters and run.val_set is None:
+        # Without validation nothing is "best": the final model is, so that best.pt (what make submit, pseudo and
+        # ensemble read) exists. Written before last.pt: a kill between the two resumes from the previous last.pt
+        # and writes both again, while a run found complete (last.pt at --iters) already has its best.pt.
+        save_checkpoint(run, os.path.join(args.out, "best.pt"), done)
     if done % args.ckpt_interval == 0 or done == args.iters:
         save_checkpoint(run, os.path.join(args.out, "last.pt"), done)
         if done % args.ckpt_interval == 0 and args.keep_ckpts > 0 and done != args.iters:
@@ -451,11 +528,9 @@ def validate_and_save(run: Run, done: int) -> None:
 
 def train(run: Run, data_iter: Iterator[dict]) -> None:
     """The loop: steps from the resumed iteration to --iters, logging, validating and saving on their intervals;
-    SIGTERM or --stop-after saves last.pt and exits 0."""
+    SIGTERM (on any rank) or --stop-after saves last.pt and exits 0 on every rank; the stop flag is all-reduced
+    after every step, so all ranks stop after the same one."""
     args, info = run.args, run.info
-    # SIGTERM (pre-emption, scancel, torchrun shutdown): finish the step, save, exit 0.
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
     bar = None
     if info.is_main and not args.no_progress:
         from tqdm import tqdm
@@ -490,14 +565,17 @@ def train(run: Run, data_iter: Iterator[dict]) -> None:
                 else:
                     run.log(f"iter {done}/{args.iters} loss {rec['loss']:.4f} lr {rec['lr']:.2e} {sps:.1f} samples/s")
             t_last, wait_acc, loss_acc, aux_acc, n_acc = time.perf_counter(), 0.0, 0.0, 0.0, 0
+        chaos.point("step")
         validate_and_save(run, done)
-        sliced = args.stop_after > 0 and done - run.start_iter >= args.stop_after and done < args.iters
-        if D.any_flag(stop["flag"] or sliced, info):
+        if done == args.iters:
+            break  # a stop request on the last step: the run is complete and ends normally
+        sliced = args.stop_after > 0 and done - run.start_iter >= args.stop_after
+        if D.any_flag(bool(_STOP["signal"]) or sliced, info):
             if done % args.ckpt_interval != 0:
                 save_checkpoint(run, os.path.join(args.out, "last.pt"), done)
             if bar:
                 bar.close()
-            why = "SIGTERM" if stop["flag"] else f"--stop-after {args.stop_after}"
+            why = "SIGTERM" if _STOP["signal"] else f"--stop-after {args.stop_after}"
             run.log(f"{why}: saved {os.path.join(args.out, 'last.pt')} at iteration {done}; continue with --resume")
             D.cleanup(info)
             sys.exit(0)
@@ -515,10 +593,6 @@ def main(args: argparse.Namespace) -> float:
     start_log(run)
     train(run, data_iter)
     args = run.args
-    if run.val_set is None and run.start_iter < args.iters:
-        # Without validation nothing is "best": the final model is, so that best.pt — what make submit, pseudo and
-        # ensemble read — exists (it was never written, e.g. for a final run on train_all.json with --val-json '').
-        save_checkpoint(run, os.path.join(args.out, "best.pt"), args.iters)
     if run.val_set is not None:
         run.log(f"final val mIoU: {run.miou:.4f} (best {run.best:.4f}) | checkpoints in {args.out}")
     D.cleanup(run.info)

@@ -183,6 +183,12 @@ def _worker_init(_worker_id: int) -> None:
     # One OpenCV thread per worker: N workers on N cores, no oversubscription (torch already sets 1 thread there).
     import cv2
     cv2.setNumThreads(1)
+    # SIGTERM is the main process's to handle: torchrun's shutdown (os.killpg of each rank's session) and Slurm's
+    # scancel reach the workers too, and a worker dying of it took its rank down mid-step ("DataLoader worker ...
+    # is killed by signal: Terminated") before it could save. The main process decides when to stop; workers end
+    # with it (DataLoader shutdown, or its watchdog when the main process is gone).
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def build_train_loader(dataset, transform, batch_size: int, seed: int, workers: int = 4, rank: int = 0,
