@@ -575,7 +575,7 @@ def train(run: Run, data_iter: Iterator[dict]) -> None:
                 save_checkpoint(run, os.path.join(args.out, "last.pt"), done)
             if bar:
                 bar.close()
-            why = "SIGTERM" if _STOP["signal"] else f"--stop-after {args.stop_after}"
+            why = f"--stop-after {args.stop_after}" if sliced else "SIGTERM"  # sliced: the same on every rank
             run.log(f"{why}: saved {os.path.join(args.out, 'last.pt')} at iteration {done}; continue with --resume")
             D.cleanup(info)
             sys.exit(0)

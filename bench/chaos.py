@@ -5,8 +5,9 @@ with the same command until it is done; its final weights must equal an uninterr
     python -m bench.chaos --trials 3 --seed 7        # or CHAOS_TRIALS / CHAOS_SEED in the environment
     python -m bench.chaos --trials 1 --seed 1234     # replay one failing trial by the seed it printed
 
-Each trial runs `torchrun --standalone --nproc_per_node 2 train.py ... --workers 1 --grad-accum 2 --resume` (one command for the
-first start and every restart, as a pre-emptible job's script would) on tiny demo data, and before each of its
+Each trial runs `torchrun --standalone --nproc_per_node 2 train.py ... --workers 1 --grad-accum 2 --resume` (one
+command for the first start and every restart, as a pre-emptible job's script would) on tiny demo data (8 steps of
+crop 64, validation after steps 4 and 8, last.pt every 3), and before each of its
 first 1-2 starts picks
     a fault:  SIGTERM to the torchrun launcher (a scheduler's stop; torchrun forwards it to every rank's process group)
               or SIGKILL to every process of the job (launcher, ranks, DataLoader workers: a node lost), and
@@ -38,8 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
 ITERS, EVAL, CKPT = 8, 4, 3
-TRAIN = ["--model", "upernet_convnext_demo", "--crop-size", "64", "--batch-size", "1", "--grad-accum", "2", "--workers", "1",
-         "--iters", str(ITERS), "--eval-interval", str(EVAL), "--ckpt-interval", str(CKPT), "--keep-ckpts", "1",
+TRAIN = ["--model", "upernet_convnext_demo", "--crop-size", "64", "--batch-size", "1", "--grad-accum", "2",
+         "--workers", "1", "--iters", str(ITERS), "--eval-interval", str(EVAL), "--ckpt-interval", str(CKPT), "--keep-ckpts", "1",
          "--warmup-iters", "1", "--lr", "1e-3", "--log-interval", "1", "--no-progress", "--seed", "0"]
 MOMENTS = ("time", "step", "val", "save")
 

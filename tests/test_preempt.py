@@ -126,3 +126,32 @@ def test_chaos_two_process_torchrun_survives_sigterm_and_sigkill(tmp_path):
     summary = r.stdout.strip().splitlines()[-1]
     n = summary.split("faults survived ")[1].split("/")[0]
     assert summary == f"faults survived {n}/{n}, bitwise-identical {trials}/{trials}" and int(n) >= 1
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step(demo, tmp_path):
+    """SIGTERM to rank 1 alone (its process group: the rank and its DataLoader workers, as torchrun's own shutdown
+    does): the stop flag is all-reduced after each step, so rank 0 saves that step too, and both exit 0 (torchrun
+    then exits 0)."""
+    from bench.chaos import descendants
+    out = tmp_path / "t"
+    cmd = [os.path.join(os.path.dirname(PY), "torchrun"), "--standalone", "--nproc_per_node", "2", "train.py",
+           "--data-root", demo, "--out", str(out), *TINY, "--batch-size", "1", "--workers", "1", "--iters", "40",
+           "--ckpt-interval", "100"]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = []
+    for line in p.stdout:
+        lines.append(line)
+        if line.startswith("iter 2/"):
+            ranks = [q for q in descendants(p.pid)
+                     if b"RANK=1\0" in open(f"/proc/{q}/environ", "rb").read().replace(b"LOCAL_RANK", b"")]
+            os.killpg(min(ranks), signal.SIGTERM)  # the rank's process leads its group (torchrun's new session)
+    p.wait(timeout=300)
+    text = "".join(lines)
+    assert p.returncode == 0, text[-3000:]
+    assert "Traceback" not in text and "killed by signal" not in text, text[-3000:]
+    saved = [ln for ln in lines if ln.startswith("SIGTERM: saved")]
+    assert len(saved) == 1
+    it = _load(out / "last.pt")["iter"]
+    assert 2 <= it < 40 and f"at iteration {it};" in saved[0]
