@@ -19,7 +19,7 @@ EXP ?= runs/demo
 export PYTHONUNBUFFERED := 1
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup test data ext train cv submit pseudo ensemble report gpu-check clean help
+.PHONY: setup test data ext train cv submit pseudo ensemble report gpu-check chaos clean help
 
 ifeq ($(NPROC),1)
 RUN := $(PY)
@@ -117,6 +117,13 @@ report: $(STAMP) ext $(DATA_DEP)
 
 gpu-check:
 	bash bench/gpu_check.sh
+
+# Fault injection: 2-process torchrun runs killed (SIGTERM to the launcher, SIGKILL to every process) at random
+# moments and restarted until done; prints "faults survived N/N, bitwise-identical M/M". CHAOS_TRIALS, CHAOS_SEED.
+CHAOS_TRIALS ?= 20
+CHAOS_SEED ?= 0
+chaos: $(STAMP) ext
+	$(PY) -m bench.chaos --trials $(CHAOS_TRIALS) --seed $(CHAOS_SEED)
 
 clean:
 	rm -rf .cache build .pytest_cache

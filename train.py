@@ -12,6 +12,7 @@ Defaults are SPEC §4's recipe for the chosen backbone (models.recipe); every au
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -19,6 +20,21 @@ import resource
 import signal
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+# SIGTERM (pre-emption, scancel, torchrun's shutdown) asks the run to stop: from here on it is recorded, not fatal,
+# so one that lands while torch is still importing is honoured after the first step like any other (the loop saves
+# and exits 0). Installed only when run as a script, before the slow imports.
+_STOP = {"signal": 0}
+
+
+def _request_stop(signum, _frame) -> None:
+    _STOP["signal"] = signum
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _request_stop)
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +44,7 @@ from data import IGNORE_INDEX, NUM_CLASSES
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader, build_train_loader
 from data.transforms import TRAIN_DEFAULTS, build_transform
+from engine import chaos
 from engine import checkpoint as ckpt
 from engine import dist as D
 from engine.cli import cli_errors
@@ -131,6 +148,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         return j if (os.path.isabs(j) or os.path.exists(j)) else os.path.join(args.data_root, j)
     args.train_json = [where(j) for j in args.train_json]
     args.val_json = where(args.val_json) if args.val_json else ""
+    args.resume_auto = args.resume == "auto"
     if args.resume == "auto":
         last = os.path.join(args.out, "last.pt")
         args.resume = last if os.path.isfile(last) else None  # nothing saved yet: this is the first start
@@ -148,8 +166,8 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, kept: torch.Tensor) -> 
 
 
 # Settings that do not change what is trained (where output goes, how often it is written, how it is shown).
-_RUN_ONLY = {"resume", "overwrite", "out", "workers", "no_progress", "log_interval", "eval_interval", "ckpt_interval",
-             "keep_ckpts", "stop_after", "device", "skip_invalid"}
+_RUN_ONLY = {"resume", "resume_auto", "overwrite", "out", "workers", "no_progress", "log_interval", "eval_interval",
+             "ckpt_interval", "keep_ckpts", "stop_after", "device", "skip_invalid"}
 
 
 def changed_settings(saved: dict, now: dict) -> list[str]:
@@ -163,22 +181,57 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)  # torch.compile
 
 
-def main(args: argparse.Namespace) -> float:
+@dataclass
+class Run:
+    """What the steps below share: the settings, the process group, data, model, optimiser and the run's position."""
+    args: argparse.Namespace
+    info: D.DistInfo
+    log: Callable
+    train_set: Any = None
+    val_set: Any = None
+    transform: Any = None
+    raw: torch.nn.Module = None  # the unwrapped model: what is saved, and its normalize()
+    model: torch.nn.Module = None  # raw, or DDP(raw)
+    fwd: torch.nn.Module = None  # model, or torch.compile(model)
+    opt: torch.optim.Optimizer = None
+    scaler: torch.amp.GradScaler = None
+    metrics: MetricsLog = None
+    start_iter: int = 0
+    start_sample: int = 0  # global samples consumed before start_iter
+    best: float = -1.0
+    miou: float = math.nan
+
+    @property
+    def global_batch(self) -> int:
+        return self.args.batch_size * self.info.world_size
+
+
+def set_up(args: argparse.Namespace) -> Run:
+    """Resolve the settings, join the process group, and make sure --out may be written."""
     args = resolve_args(args)
     info = D.init(args.device)
-    dev = info.device
-    log = print if info.is_main else (lambda *a, **k: None)
+    signal.signal(signal.SIGTERM, _request_stop)  # again for callers of main() (tests); a no-op for the script
+    run = Run(args, info, print if info.is_main else (lambda *a, **k: None))
     if args.batch_size * info.world_size < 2:
         # The PPM's 1×1 pooling branch leaves one value per channel for its BatchNorm, which then cannot train
         # (torch's "Expected more than 1 value per channel"); SyncBN over several processes counts them all.
         sys.exit("error: --batch-size 1 in a single process: the UperNet head's BatchNorm (PPM 1x1 pooling) needs "
                  "at least 2 images per step; use --batch-size >= 2 (and --grad-accum for memory), or torchrun")
+    claim_out_dir(run)
+    return run
 
-    # A new run in a folder that holds one would truncate its log, leave its best.pt standing until the first
-    # validation and let pruning keep its iter_N.pt while deleting the new run's: continue it, or replace it on
-    # purpose. Rank 0 looks; every rank stops together.
+
+def claim_out_dir(run: Run) -> None:
+    """A new run in a folder that holds one would truncate its log, leave its best.pt standing until the first
+    validation and let pruning keep its iter_N.pt while deleting the new run's: continue it, or replace it on
+    purpose. Rank 0 looks; every rank stops together."""
+    args, info = run.args, run.info
     old = ckpt.run_files(args.out) if (info.is_main and not args.resume) else []
-    if D.any_flag(bool(old) and not args.overwrite, info):
+    # A bare --resume with nothing saved yet, in a folder that holds only this run's own files (args.json of the
+    # same settings; its log; a best.pt written just before the first last.pt): the job was killed before its first
+    # checkpoint. Restart it from scratch; refusing (exit 2) broke the one-command restart loop of pre-emptible jobs.
+    own = bool(old) and args.resume_auto and _same_run(args)
+    if D.any_flag(bool(old) and not args.overwrite and not own, info):
         if info.is_main:
             print(f"error: {args.out} already holds a run ({', '.join(os.path.basename(f) for f in old[:6])}"
                   f"{', ...' if len(old) > 6 else ''}). Continue it with --resume, replace it with --overwrite "
@@ -188,16 +241,34 @@ def main(args: argparse.Namespace) -> float:
     if old:
         for f in old:
             os.unlink(f)
-        log(f"--overwrite: removed the previous run's {len(old)} file(s) from {args.out}")
+        run.log(f"--resume: {args.out} holds no checkpoint yet; restarting this run from scratch"
+                if own else f"--overwrite: removed the previous run's {len(old)} file(s) from {args.out}")
+    if info.is_main:
+        ckpt.remove_stale_temp(args.out)
 
-    # ---- data ---------------------------------------------------------------------------------------------------
+
+def _same_run(args: argparse.Namespace) -> bool:
+    """Whether OUT/args.json records this very command's training settings (read by rank 0)."""
     try:
-        train_set = CocoSegDataset(args.data_root, args.train_json, skip_invalid=args.skip_invalid)
-        val_set = CocoSegDataset(args.data_root, args.val_json, skip_invalid=args.skip_invalid) \
+        with open(os.path.join(args.out, "args.json")) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return False  # no (readable) args.json: cannot tell whose files these are
+    now = json.loads(json.dumps(vars(args)))  # tuples → lists, as saved
+    return isinstance(saved, dict) and saved.get("model") == args.model and not changed_settings(saved, now)
+
+
+def build_data(run: Run) -> None:
+    """The training and validation sets (bad input: one line, exit 2) and the training transform."""
+    args = run.args
+    try:
+        run.train_set = CocoSegDataset(args.data_root, args.train_json, skip_invalid=args.skip_invalid)
+        run.val_set = CocoSegDataset(args.data_root, args.val_json, skip_invalid=args.skip_invalid) \
             if args.val_json else None
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    train_set, val_set = run.train_set, run.val_set
     if not train_set.has_labels:
         sys.exit(f"error: {', '.join(map(str, args.train_json))}: training needs annotations (or mask_file) on every image")
     if val_set is not None and not val_set.has_labels:
@@ -206,13 +277,15 @@ def main(args: argparse.Namespace) -> float:
         seen = set(train_set.image_paths())
         both = [p for p in val_set.image_paths() if p in seen]
         if both:  # legitimate for a final run on all data, but then the score is not a held-out one: say so
-            log(f"warning: {len(both)} of {len(val_set)} validation images are also training images (e.g. {both[0]}): "
-                f"the validation mIoU is not a held-out score")
+            run.log(f"warning: {len(both)} of {len(val_set)} validation images are also training images (e.g. "
+                    f"{both[0]}): the validation mIoU is not a held-out score")
     aug = {k: getattr(args, "aug_" + k) for k in TRAIN_DEFAULTS}
-    transform = build_transform("train", crop_size=args.crop_size, **aug)
-    global_batch = args.batch_size * info.world_size
+    run.transform = build_transform("train", crop_size=args.crop_size, **aug)
 
-    # ---- model and optimiser ------------------------------------------------------------------------------------
+
+def build_model_and_optimizer(run: Run) -> None:
+    """Model (optionally --init), SyncBN and DDP when distributed, AdamW over the layer-decay groups, GradScaler."""
+    args, info, dev = run.args, run.info, run.info.device
     torch.manual_seed(args.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
     model = models.build_model(args.model, args.num_classes, drop_path_rate=args.drop_path).to(dev)
     if args.dropout is not None:
@@ -234,7 +307,7 @@ def main(args: argparse.Namespace) -> float:
             sys.exit(f"error: {e}\n(convert foreign or other-class-count checkpoints with python -m models.convert "
                      f"SRC DST --model {args.model} --num-classes {args.num_classes})")
         model.load_state_dict(state)
-        log(f"init: loaded {len(state)} tensors from {args.init}")
+        run.log(f"init: loaded {len(state)} tensors from {args.init}")
     if args.grad_checkpointing:
         model.set_grad_checkpointing(True)
     if info.enabled:
@@ -244,210 +317,295 @@ def main(args: argparse.Namespace) -> float:
     groups = models.param_groups(model, weight_decay=args.weight_decay, layer_decay=args.layer_decay)
     # fused: one kernel over all parameters, on CUDA and on the CPU (demo model: 2.0 ms per step against 8.1 ms for
     # the default per-parameter loop, 4% of a make-train step); deterministic, so resume stays bitwise exact.
-    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.999), fused=True)
-    scaler = torch.amp.GradScaler(dev.type, enabled=args.amp == "fp16")
-    raw = model
+    run.opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.999), fused=True)
+    run.scaler = torch.amp.GradScaler(dev.type, enabled=args.amp == "fp16")
+    run.raw = model
     if info.enabled:
         model = D.wrap_ddp(model, dev)
-    fwd = torch.compile(model) if args.compile else model
+    run.model = model
+    run.fwd = torch.compile(model) if args.compile else model
 
-    start_iter, best, start_sample = 0, -1.0, 0
-    if args.resume:
-        state = ckpt.load(args.resume)
-        if state.get("model_name") != args.model:
-            sys.exit(f"error: {args.resume} holds {state.get('model_name')}, not --model {args.model}")
-        if state.get("num_classes", args.num_classes) != args.num_classes:  # was a load_state_dict traceback
-            sys.exit(f"error: {args.resume} has {state['num_classes']} classes, not --num-classes {args.num_classes}")
-        raw.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start_iter, best = state["iter"], state.get("best_miou", -1.0)
-        # The data position is the samples the run has consumed, as recorded: recomputing it from this invocation's
-        # batch size / process count / --grad-accum skipped or replayed data when any of them changed on resume.
-        start_sample = int(state.get("samples_seen", start_iter * global_batch * args.grad_accum))
-        log(f"resumed {args.resume} at iteration {start_iter}")
-        changed = changed_settings(state.get("args") or {}, vars(args))
-        if changed:  # allowed (a longer schedule, a lower LR), but the run is then not the one that was started
-            log("note: resumed with changed settings: " + ", ".join(changed))
 
+def load_resume(run: Run) -> dict | None:
+    """Load --resume's weights, optimiser and scaler state and the run's position; the checkpoint (for its RNG
+    state, restored once the data loader exists) or None on a fresh start."""
+    args = run.args
+    if not args.resume:
+        return None
+    state = ckpt.load(args.resume)
+    if state.get("model_name") != args.model:
+        sys.exit(f"error: {args.resume} holds {state.get('model_name')}, not --model {args.model}")
+    if state.get("num_classes", args.num_classes) != args.num_classes:  # was a load_state_dict traceback
+        sys.exit(f"error: {args.resume} has {state['num_classes']} classes, not --num-classes {args.num_classes}")
+    run.raw.load_state_dict(state["model"])
+    load_optimizer_state(run, state)
+    run.start_iter, run.best = state["iter"], state.get("best_miou", -1.0)
+    # The data position is the samples the run has consumed, as recorded: recomputing it from this invocation's
+    # batch size / process count / --grad-accum skipped or replayed data when any of them changed on resume.
+    run.start_sample = int(state.get("samples_seen", run.start_iter * run.global_batch * args.grad_accum))
+    run.log(f"resumed {args.resume} at iteration {run.start_iter}")
+    changed = changed_settings(state.get("args") or {}, vars(args))
+    if changed:  # allowed (a longer schedule, a lower LR), but the run is then not the one that was started
+        run.log("note: resumed with changed settings: " + ", ".join(changed))
+    return state
+
+
+def load_optimizer_state(run: Run, state: dict) -> None:
+    """AdamW's moments and step counts from the checkpoint, with this invocation's weight decay and layer decay;
+    the GradScaler's state only where both runs use fp16.
+
+    Optimizer.load_state_dict restores each group's saved hyper-parameters too, so a changed --weight-decay or
+    --layer-decay was announced ("changed settings") and then silently not applied. The groups' parameter layout
+    does not depend on those values; their weight_decay and lr_scale are re-applied from a fresh grouping."""
+    args = run.args
+    try:
+        run.opt.load_state_dict(state["optimizer"])
+    except ValueError as e:  # another grouping of parameters (another model variant, frozen parts)
+        sys.exit(f"error: {args.resume}: its optimizer state does not fit this model's parameter groups ({e}); "
+                 f"start a new run with --init {args.resume} instead")
+    fresh = models.param_groups(run.raw, weight_decay=args.weight_decay, layer_decay=args.layer_decay)
+    if [(g["name"], len(g["params"])) for g in fresh] != \
+            [(g.get("name"), len(g["params"])) for g in run.opt.param_groups]:
+        sys.exit(f"error: {args.resume}: its optimizer groups differ from this model's; start a new run with "
+                 f"--init {args.resume} instead")
+    for g, f in zip(run.opt.param_groups, fresh):
+        g["weight_decay"], g["lr_scale"] = f["weight_decay"], f["lr_scale"]
+    saved = state.get("scaler") or {}
+    if run.scaler.is_enabled() and saved:
+        run.scaler.load_state_dict(saved)
+    elif run.scaler.is_enabled():
+        # A bf16 / fp32 run saves a disabled scaler's empty state, which load_state_dict refused with a
+        # RuntimeError: --amp fp16 from here starts the loss scale afresh (as any fp16 run does).
+        run.log(f"note: {args.resume} has no fp16 loss-scaler state (--amp was not fp16); starting a fresh one")
+
+
+def build_loader_and_seed(run: Run, state: dict | None) -> Iterator[dict]:
+    """The training batches from the run's data position; then every RNG from the checkpoint (or the seed)."""
+    args, info = run.args, run.info
     # The data stream is a function of (seed, sample position): resume re-enters it at the next unseen sample.
-    loader = build_train_loader(train_set, transform, batch_size=args.batch_size, seed=args.seed,
-                                workers=args.workers, rank=info.rank, world_size=info.world_size,
-                                start_sample=start_sample)
-    data_iter = iter(loader)
+    data_iter = build_train_loader(run.train_set, run.transform, batch_size=args.batch_size, seed=args.seed,
+                                   workers=args.workers, rank=info.rank, world_size=info.world_size,
+                                   start_sample=run.start_sample)
     # RNG (drop path, dropout) is set after the loader exists, so creating workers cannot shift it.
-    if args.resume:
-        rng = state["rng"]
-        if isinstance(rng, list) and len(rng) == info.world_size:
-            ckpt.set_rng_state(rng[info.rank])
-        elif isinstance(rng, dict):
-            ckpt.set_rng_state(rng)
-        else:
-            # Saved by a different number of processes (a torchrun run resumed in one process, or on fewer GPUs):
-            # there is no per-rank state to restore, and passing the list on crashed with a TypeError. Weights,
-            # optimiser and data position are restored; dropout / drop-path draws restart from the seed.
-            log(f"note: {args.resume} was saved by {len(rng)} process(es), this run has {info.world_size}: "
-                f"random state reseeded (resume is not bitwise exact)")
-            torch.manual_seed(args.seed + info.rank + 1000003 * start_iter)
-    else:
+    if state is None:
         torch.manual_seed(args.seed + info.rank)
+        return data_iter
+    rng = state["rng"]
+    if isinstance(rng, list) and len(rng) == info.world_size:
+        ckpt.set_rng_state(rng[info.rank])
+    elif isinstance(rng, dict):
+        ckpt.set_rng_state(rng)
+    else:
+        # Saved by a different number of processes (a torchrun run resumed in one process, or on fewer GPUs):
+        # there is no per-rank state to restore, and passing the list on crashed with a TypeError. Weights,
+        # optimiser and data position are restored; dropout / drop-path draws restart from the seed.
+        run.log(f"note: {args.resume} was saved by {len(rng)} process(es), this run has {info.world_size}: "
+                f"random state reseeded (resume is not bitwise exact)")
+        torch.manual_seed(args.seed + info.rank + 1000003 * run.start_iter)
+    return data_iter
 
+
+def start_log(run: Run) -> None:
+    """args.json, the metrics log (cut back to the resumed iteration) and the run's one-line summary."""
+    args, info = run.args, run.info
     if info.is_main:
         os.makedirs(args.out, exist_ok=True)
         atomic_write_text(os.path.join(args.out, "args.json"), json.dumps(vars(args), indent=2) + "\n")
-    metrics = MetricsLog(os.path.join(args.out, "metrics.jsonl"), resume_iter=start_iter)
-    nparam = sum(p.numel() for p in raw.parameters())
-    log(f"{args.model}: {nparam / 1e6:.1f} M params | {len(train_set)} train, "
-        f"{len(val_set) if val_set else 0} val images | {info.world_size} process(es) on {dev} | "
-        f"global batch {global_batch * args.grad_accum} | amp {args.amp} | {args.iters} iters")
+    run.metrics = MetricsLog(os.path.join(args.out, "metrics.jsonl"), resume_iter=run.start_iter)
+    nparam = sum(p.numel() for p in run.raw.parameters())
+    train_set, val_set = run.train_set, run.val_set
+    run.log(f"{args.model}: {nparam / 1e6:.1f} M params | {len(train_set)} train, "
+            f"{len(val_set) if val_set else 0} val images | {info.world_size} process(es) on {info.device} | "
+            f"global batch {run.global_batch * args.grad_accum} | amp {args.amp} | {args.iters} iters")
     for name in ("train", "val"):
         s = train_set if name == "train" else val_set
         if s is not None and s.skipped:
-            log(f"{name}: skipped {len(s.skipped)} invalid item(s) (--skip-invalid); first: {s.skipped[0]}")
+            run.log(f"{name}: skipped {len(s.skipped)} invalid item(s) (--skip-invalid); first: {s.skipped[0]}")
 
-    def save(path: str, it: int) -> None:
-        rng_all = [ckpt.rng_state()]
-        if info.enabled:
-            rng_all = [None] * info.world_size
-            torch.distributed.all_gather_object(rng_all, ckpt.rng_state())
-        if info.is_main:
-            ckpt.atomic_save({"model": raw.state_dict(), "model_name": args.model, "num_classes": args.num_classes,
-                              "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rng_all,
-                              "iter": it, "best_miou": best, "args": vars(args),
-                              "samples_seen": start_sample + (it - start_iter) * global_batch * args.grad_accum},
-                             path)
 
-    def validate(it: int) -> float:
-        nonlocal best
-        if val_set is None:
-            return math.nan
-        vl = build_eval_loader(val_set, batch_size=1, workers=min(args.workers, 2), rank=info.rank,
-                               world_size=info.world_size)
-        # The unwrapped model (weights are equal on every rank): DDP's first forward after a training step
-        # broadcasts buffers, a collective that a rank with no validation images (fewer images than processes)
-        # never joined, so the others hung there.
-        res = evaluate(raw, vl, args.num_classes, dev, info, amp=args.amp, channels_last=args.channels_last,
-                       normalize=raw.normalize)
-        rec = {"iter": it, "miou": res["miou"], "acc": res["acc"], "macc": res["macc"],
-               "iou": [None if math.isnan(v) else round(v, 5) for v in res["iou"].tolist()]}
-        if info.is_main:
-            metrics.write(rec)
-            plot_curves(metrics.read(), os.path.join(args.out, "curves.png"))
-            per = " ".join(f"{v:.3f}" if v is not None else "n/a" for v in rec["iou"])
-            log(f"\n[val @ {it}] mIoU {res['miou']:.4f}  acc {res['acc']:.4f}  macc {res['macc']:.4f}  IoU: {per}")
-        if res["miou"] > best:
-            best = res["miou"]
-            save(os.path.join(args.out, "best.pt"), it)
-        return res["miou"]
+def save_checkpoint(run: Run, path: str, it: int) -> None:
+    """Collective (every rank calls it: the RNG states are gathered); rank 0 writes atomically."""
+    args, info = run.args, run.info
+    rng_all = [ckpt.rng_state()]
+    if info.enabled:
+        rng_all = [None] * info.world_size
+        torch.distributed.all_gather_object(rng_all, ckpt.rng_state())
+    if info.is_main:
+        seen = run.start_sample + (it - run.start_iter) * run.global_batch * args.grad_accum
+        ckpt.atomic_save({"model": run.raw.state_dict(), "model_name": args.model, "num_classes": args.num_classes,
+                          "optimizer": run.opt.state_dict(), "scaler": run.scaler.state_dict(), "rng": rng_all,
+                          "iter": it, "best_miou": run.best, "args": vars(args), "samples_seen": seen}, path)
 
-    # SIGTERM (pre-emption, scancel, torchrun shutdown): finish the step, save, exit 0.
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
 
+def validate(run: Run, it: int) -> float:
+    """mIoU on the validation set (logged by rank 0); a new best is saved as best.pt. NaN without validation."""
+    args, info = run.args, run.info
+    if run.val_set is None:
+        return math.nan
+    vl = build_eval_loader(run.val_set, batch_size=1, workers=min(args.workers, 2), rank=info.rank,
+                           world_size=info.world_size)
+    if chaos.DIR:
+        vl = _marked(vl)
+    # The unwrapped model (weights are equal on every rank): DDP's first forward after a training step
+    # broadcasts buffers, a collective that a rank with no validation images (fewer images than processes)
+    # never joined, so the others hung there.
+    res = evaluate(run.raw, vl, args.num_classes, info.device, info, amp=args.amp, channels_last=args.channels_last,
+                   normalize=run.raw.normalize)
+    rec = {"iter": it, "miou": res["miou"], "acc": res["acc"], "macc": res["macc"],
+           "iou": [None if math.isnan(v) else round(v, 5) for v in res["iou"].tolist()]}
+    if info.is_main:
+        run.metrics.write(rec)
+        plot_curves(run.metrics.read(), os.path.join(args.out, "curves.png"))
+        per = " ".join(f"{v:.3f}" if v is not None else "n/a" for v in rec["iou"])
+        run.log(f"\n[val @ {it}] mIoU {res['miou']:.4f}  acc {res['acc']:.4f}  macc {res['macc']:.4f}  IoU: {per}")
+    if res["miou"] > run.best:
+        run.best = res["miou"]
+        save_checkpoint(run, os.path.join(args.out, "best.pt"), it)
+    return res["miou"]
+
+
+def _marked(loader):
+    """Validation batches with the fault-injection mark after the first one (engine/chaos.py)."""
+    for i, batch in enumerate(loader):
+        yield batch
+        if i == 0:
+            chaos.point("val")
+
+
+def train_step(run: Run, it: int, data_iter: Iterator[dict]) -> tuple[float, float, float]:
+    """One optimiser step over --grad-accum micro-batches; (main loss, aux loss, time spent waiting for data).
+    A non-finite loss on any rank stops every rank (exit 3) without saving."""
+    args, info, dev, model, scaler, opt = run.args, run.info, run.info.device, run.model, run.scaler, run.opt
+    f = lr_factor(it, args.iters, args.warmup_iters, args.schedule)
+    for g in opt.param_groups:
+        g["lr"] = args.lr * f * g.get("lr_scale", 1.0)
+    loss_sum = aux_sum = wait = 0.0
+    for micro in range(args.grad_accum):
+        t0 = time.perf_counter()
+        batch = next(data_iter)
+        wait += time.perf_counter() - t0
+        img = batch["image"].to(dev, non_blocking=True)  # (B, 3, H, W) uint8
+        target = batch["mask"].to(dev, non_blocking=True).long()  # (B, H, W)
+        x = run.raw.normalize(img)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        sync_ctx = model.no_sync() if (info.enabled and micro < args.grad_accum - 1) else contextlib.nullcontext()
+        with sync_ctx:
+            with autocast(dev, args.amp):
+                logits, aux = run.fwd(x)  # (B, C, H, W) each, at input size
+                kept = (target != IGNORE_INDEX).sum().clamp(min=1)  # one count for both heads
+                loss_main = seg_loss(logits.float(), target, kept)
+                loss_aux = seg_loss(aux.float(), target, kept)
+                loss = (loss_main + args.aux_weight * loss_aux) / args.grad_accum
+            scaler.scale(loss).backward()
+        loss_sum += loss_main.item() / args.grad_accum
+        aux_sum += loss_aux.item() / args.grad_accum
+    bad = not (math.isfinite(loss_sum) and math.isfinite(aux_sum))
+    if D.any_flag(bad, info):
+        print(f"error: non-finite loss ({loss_sum}) at iteration {it}; stopped without saving, "
+              f"last good checkpoint: {os.path.join(args.out, 'last.pt')}", file=sys.stderr)
+        D.cleanup(info)
+        sys.exit(3)
+    if args.clip_grad > 0:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(run.raw.parameters(), args.clip_grad)
+    scaler.step(opt)
+    scaler.update()
+    opt.zero_grad(set_to_none=not info.enabled)  # under DDP the gradients are its buckets (D.wrap_ddp)
+    return loss_sum, aux_sum, wait
+
+
+def validate_and_save(run: Run, done: int) -> None:
+    """After iteration `done`: validate on --eval-interval, save last.pt (and a kept iter_N.pt) on --ckpt-interval;
+    both at the end of the schedule."""
+    args, info = run.args, run.info
+    if done % args.eval_interval == 0 or done == args.iters:
+        run.miou = validate(run, done)
+        run.fwd.train()
+    if done == args.iters and run.val_set is None:
+        # Without validation nothing is "best": the final model is, so that best.pt (what make submit, pseudo and
+        # ensemble read) exists. Written before last.pt: a kill between the two resumes from the previous last.pt
+        # and writes both again, while a run found complete (last.pt at --iters) already has its best.pt.
+        save_checkpoint(run, os.path.join(args.out, "best.pt"), done)
+    if done % args.ckpt_interval == 0 or done == args.iters:
+        save_checkpoint(run, os.path.join(args.out, "last.pt"), done)
+        if done % args.ckpt_interval == 0 and args.keep_ckpts > 0 and done != args.iters:
+            save_checkpoint(run, os.path.join(args.out, f"iter_{done}.pt"), done)  # collective: every rank calls it
+            if info.is_main:
+                ckpt.prune_periodic(args.out, args.keep_ckpts)
+
+
+def train(run: Run, data_iter: Iterator[dict]) -> None:
+    """The loop: steps from the resumed iteration to --iters, logging, validating and saving on their intervals;
+    SIGTERM (on any rank) or --stop-after saves last.pt and exits 0 on every rank; the stop flag is all-reduced
+    after every step, so all ranks stop after the same one."""
+    args, info = run.args, run.info
     bar = None
     if info.is_main and not args.no_progress:
         from tqdm import tqdm
-        bar = tqdm(total=args.iters, initial=start_iter, dynamic_ncols=True, desc="train", file=sys.stdout)
-    fwd.train()
+        bar = tqdm(total=args.iters, initial=run.start_iter, dynamic_ncols=True, desc="train", file=sys.stdout)
+    run.fwd.train()
     t_last, wait_acc, loss_acc, aux_acc, n_acc = time.perf_counter(), 0.0, 0.0, 0.0, 0
-    miou = math.nan
-    for it in range(start_iter, args.iters):
-        f = lr_factor(it, args.iters, args.warmup_iters, args.schedule)
-        for g in opt.param_groups:
-            g["lr"] = args.lr * f * g.get("lr_scale", 1.0)
-        loss_sum = aux_sum = 0.0
-        for micro in range(args.grad_accum):
-            t0 = time.perf_counter()
-            batch = next(data_iter)
-            wait_acc += time.perf_counter() - t0
-            img = batch["image"].to(dev, non_blocking=True)  # (B, 3, H, W) uint8
-            target = batch["mask"].to(dev, non_blocking=True).long()  # (B, H, W)
-            x = raw.normalize(img)
-            if args.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            sync_ctx = model.no_sync() if (info.enabled and micro < args.grad_accum - 1) else _null()
-            with sync_ctx:
-                with autocast(dev, args.amp):
-                    logits, aux = fwd(x)  # (B, C, H, W) each, at input size
-                    kept = (target != IGNORE_INDEX).sum().clamp(min=1)  # one count for both heads
-                    loss_main = seg_loss(logits.float(), target, kept)
-                    loss_aux = seg_loss(aux.float(), target, kept)
-                    loss = (loss_main + args.aux_weight * loss_aux) / args.grad_accum
-                scaler.scale(loss).backward()
-            loss_sum += loss_main.item() / args.grad_accum
-            aux_sum += loss_aux.item() / args.grad_accum
-        bad = not (math.isfinite(loss_sum) and math.isfinite(aux_sum))
-        if D.any_flag(bad, info):
-            msg = (f"error: non-finite loss ({loss_sum}) at iteration {it}; stopped without saving, "
-                   f"last good checkpoint: {os.path.join(args.out, 'last.pt')}")
+    for it in range(run.start_iter, args.iters):
+        try:
+            loss_sum, aux_sum, wait = train_step(run, it, data_iter)
+        except SystemExit:
             if bar:
                 bar.close()
-            print(msg, file=sys.stderr)
-            D.cleanup(info)
-            sys.exit(3)
-        if args.clip_grad > 0:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(raw.parameters(), args.clip_grad)
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=not info.enabled)  # under DDP the gradients are its buckets (D.wrap_ddp)
-
+            raise
         done = it + 1
-        loss_acc, aux_acc, n_acc = loss_acc + loss_sum, aux_acc + aux_sum, n_acc + 1
+        wait_acc, loss_acc, aux_acc, n_acc = wait_acc + wait, loss_acc + loss_sum, aux_acc + aux_sum, n_acc + 1
         if bar:
             bar.update(1)
         if done % args.log_interval == 0 or done == args.iters:
             dt = time.perf_counter() - t_last
-            sps = n_acc * global_batch * args.grad_accum / dt
+            sps = n_acc * run.global_batch * args.grad_accum / dt
+            dev = info.device
             mem = (torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda"
                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+            lr = args.lr * lr_factor(it, args.iters, args.warmup_iters, args.schedule)
             rec = {"iter": done, "loss": loss_acc / n_acc, "loss_aux": aux_acc / n_acc,
-                   "lr": args.lr * f, "samples_per_s": round(sps, 2), "data_wait_s": round(wait_acc / n_acc, 4),
+                   "lr": lr, "samples_per_s": round(sps, 2), "data_wait_s": round(wait_acc / n_acc, 4),
                    "mem_gb": round(mem, 3)}
             if info.is_main:
-                metrics.write(rec)
+                run.metrics.write(rec)
                 if bar:
                     bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}", sps=f"{sps:.1f}")
                 else:
-                    log(f"iter {done}/{args.iters} loss {rec['loss']:.4f} lr {rec['lr']:.2e} {sps:.1f} samples/s")
+                    run.log(f"iter {done}/{args.iters} loss {rec['loss']:.4f} lr {rec['lr']:.2e} {sps:.1f} samples/s")
             t_last, wait_acc, loss_acc, aux_acc, n_acc = time.perf_counter(), 0.0, 0.0, 0.0, 0
-        if done % args.eval_interval == 0 or done == args.iters:
-            miou = validate(done)
-            fwd.train()
-        if done % args.ckpt_interval == 0 or done == args.iters:
-            save(os.path.join(args.out, "last.pt"), done)
-            if done % args.ckpt_interval == 0 and args.keep_ckpts > 0 and done != args.iters:
-                save(os.path.join(args.out, f"iter_{done}.pt"), done)  # collective: every rank calls it
-                if info.is_main:
-                    ckpt.prune_periodic(args.out, args.keep_ckpts)
-        sliced = args.stop_after > 0 and done - start_iter >= args.stop_after and done < args.iters
-        if D.any_flag(stop["flag"] or sliced, info):
+        chaos.point("step")
+        validate_and_save(run, done)
+        if done == args.iters:
+            break  # a stop request on the last step: the run is complete and ends normally
+        sliced = args.stop_after > 0 and done - run.start_iter >= args.stop_after
+        if D.any_flag(bool(_STOP["signal"]) or sliced, info):
             if done % args.ckpt_interval != 0:
-                save(os.path.join(args.out, "last.pt"), done)
+                save_checkpoint(run, os.path.join(args.out, "last.pt"), done)
             if bar:
                 bar.close()
-            why = "SIGTERM" if stop["flag"] else f"--stop-after {args.stop_after}"
-            log(f"{why}: saved {os.path.join(args.out, 'last.pt')} at iteration {done}; continue with --resume")
+            why = f"--stop-after {args.stop_after}" if sliced else "SIGTERM"  # sliced: the same on every rank
+            run.log(f"{why}: saved {os.path.join(args.out, 'last.pt')} at iteration {done}; continue with --resume")
             D.cleanup(info)
             sys.exit(0)
     if bar:
         bar.close()
-    if val_set is None and start_iter < args.iters:
-        # Without validation nothing is "best": the final model is, so that best.pt — what make submit, pseudo and
-        # ensemble read — exists (it was never written, e.g. for a final run on train_all.json with --val-json '').
-        save(os.path.join(args.out, "best.pt"), args.iters)
-    if val_set is not None:
-        log(f"final val mIoU: {miou:.4f} (best {best:.4f}) | checkpoints in {args.out}")
-    D.cleanup(info)
-    return miou
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
+def main(args: argparse.Namespace) -> float:
+    run = set_up(args)
+    build_data(run)
+    build_model_and_optimizer(run)
+    state = load_resume(run)
+    data_iter = build_loader_and_seed(run, state)
+    del state
+    start_log(run)
+    train(run, data_iter)
+    args = run.args
+    if run.val_set is not None:
+        run.log(f"final val mIoU: {run.miou:.4f} (best {run.best:.4f}) | checkpoints in {args.out}")
+    D.cleanup(run.info)
+    return run.miou
 
 
 if __name__ == "__main__":

@@ -11,11 +11,16 @@ replays the stream exactly.
 """
 from __future__ import annotations
 
+import atexit
+import os
+import signal
+import weakref
 from typing import Iterator, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader as _TorchDataLoader
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from data.classes import IGNORE_INDEX, PIXEL_MEAN, PIXEL_STD
 from data.coco import DataError
@@ -193,10 +198,44 @@ class _Collate:
         return collate(samples, self.mask_dtype)
 
 
+_LIVE_ITERATORS: "weakref.WeakSet" = weakref.WeakSet()  # multi-process iterators whose workers may be running
+
+
+class DataLoader(_TorchDataLoader):
+    """torch's DataLoader, whose worker processes are always shut down when the main process exits.
+
+    Workers ignore SIGTERM (_worker_init), so when the main process left through an exception (a corrupt image
+    met in a worker, a NaN stop) the iterator still alive in the traceback kept its workers, and multiprocessing's
+    exit handler, which stops daemonic children with SIGTERM and then joins them, waited forever."""
+
+    def __iter__(self):
+        it = super().__iter__()
+        if self.num_workers > 0:
+            _LIVE_ITERATORS.add(it)
+        return it
+
+
+@atexit.register  # registered after multiprocessing's own exit handler (imported with torch), so it runs first
+def _shutdown_workers_at_exit() -> None:
+    for it in list(_LIVE_ITERATORS):
+        try:
+            it._shutdown_workers()  # the orderly path: done event, a None per index queue, join
+        except Exception:
+            pass
+        for w in getattr(it, "_workers", []):
+            if w.is_alive():  # still busy after the join's timeout: SIGTERM would be ignored
+                os.kill(w.pid, signal.SIGKILL)
+
+
 def _worker_init(_worker_id: int) -> None:
     # One OpenCV thread per worker: N workers on N cores, no oversubscription (torch already sets 1 thread there).
     import cv2
     cv2.setNumThreads(1)
+    # SIGTERM is the main process's to handle: torchrun's shutdown (os.killpg of each rank's session) and Slurm's
+    # scancel reach the workers too, and a worker dying of it took its rank down mid-step ("DataLoader worker ...
+    # is killed by signal: Terminated") before it could save. The main process decides when to stop; workers end
+    # with it (DataLoader shutdown, or its watchdog when the main process is gone).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def build_train_loader(dataset, transform, batch_size: int, seed: int, workers: int = 4, rank: int = 0,

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from data.io import publish
+from engine import chaos
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -24,6 +25,7 @@ def atomic_save(obj: Any, path: str) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        chaos.point("save")  # fault injection (off unless TRASHSEG_CHAOS_DIR): a kill here leaves only the temp file
         publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -64,6 +66,17 @@ def load(path: str, map_location: str | torch.device = "cpu") -> dict:
 
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "curves.png", "args.json")
+
+
+def remove_stale_temp(out_dir: str) -> list[str]:
+    """Delete the temp files that writes killed mid-way (SIGKILL, node loss) left in out_dir; their names."""
+    stale = glob.glob(os.path.join(out_dir, ".tmp_*.pt")) + glob.glob(os.path.join(out_dir, ".*.tmp"))
+    for p in stale:
+        try:
+            os.unlink(p)
+        except OSError:  # another writer's rename won the race: nothing to remove
+            pass
+    return stale
 
 
 def run_files(out_dir: str) -> list[str]:

@@ -17,7 +17,7 @@ class MetricsLog:
     def __init__(self, path: str, resume_iter: int | None = None):
         self.path = path
         if resume_iter is not None and os.path.exists(path):
-            keep = [ln for ln in open(path) if ln.strip() and json.loads(ln).get("iter", 0) <= resume_iter]
+            keep = [json.dumps(r) + "\n" for r in _records(path) if r.get("iter", 0) <= resume_iter]
             atomic_write_text(path, "".join(keep))
 
     def write(self, rec: dict[str, Any]) -> None:
@@ -26,9 +26,19 @@ class MetricsLog:
             f.flush()
 
     def read(self) -> list[dict]:
-        if not os.path.exists(self.path):
-            return []
-        return [json.loads(ln) for ln in open(self.path) if ln.strip()]
+        return _records(self.path) if os.path.exists(self.path) else []
+
+
+def _records(path: str) -> list[dict]:
+    """The log's records; a line cut short by a kill mid-append (SIGKILL, node loss) is dropped, not a crash on
+    the restart."""
+    out = []
+    for ln in open(path):
+        try:
+            out.append(json.loads(ln))
+        except ValueError:
+            continue
+    return out
 
 
 def _panel(xs: list[list[float]], ys: list[list[float]], names: list[str], title: str,

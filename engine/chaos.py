@@ -1,0 +1,31 @@
+"""Fault-injection hooks for the chaos harness (bench/chaos.py): inert unless TRASHSEG_CHAOS_DIR is set.
+
+With TRASHSEG_CHAOS_DIR=DIR, each process touches DIR/KIND.PID.N when it reaches a point of interest, so the harness
+can send its signal at a known moment rather than a guessed one:
+
+    step   a training step has finished (train.py, every rank)
+    val    inside validation, after the first batch (train.py, every rank; eval DataLoader workers alive)
+    save   inside a checkpoint write: the temp file is written and fsync'ed, not yet renamed (engine.checkpoint)
+
+At `val` and `save` the process then sleeps TRASHSEG_CHAOS_PAUSE seconds (default 0), which widens those windows
+enough for a signal to land inside them. Nothing else changes: no RNG is drawn, so runs stay bitwise comparable.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+DIR = os.environ.get("TRASHSEG_CHAOS_DIR", "")
+PAUSE = float(os.environ.get("TRASHSEG_CHAOS_PAUSE", "0") or 0)
+_seq = itertools.count()
+
+
+def point(kind: str) -> None:
+    """Mark that this process reached `kind` (step, val, save); hold there PAUSE seconds except after steps."""
+    if not DIR:
+        return
+    with open(os.path.join(DIR, f"{kind}.{os.getpid()}.{next(_seq)}"), "w"):
+        pass
+    if kind != "step" and PAUSE > 0:
+        time.sleep(PAUSE)

@@ -1,0 +1,157 @@
+"""Pre-emption and restart: bare --resume after a kill before the first checkpoint, DataLoader workers that survive
+SIGTERM, resume with changed optimiser / precision settings, best.pt when stopped on the last step, and the
+fault-injection harness (bench/chaos.py) with the real torchrun launcher."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+TINY = ["--model", "upernet_convnext_demo", "--crop-size", "64", "--batch-size", "2", "--workers", "0",
+        "--warmup-iters", "1", "--lr", "1e-3", "--eval-interval", "1000", "--log-interval", "1", "--no-progress",
+        "--val-json", ""]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    subprocess.run([PY, "-m", "data.demo", "--out", str(out), "--train", "8", "--val", "4", "--test", "2",
+                    "--extra", "2", "--size", "64", "--seed", "3"], cwd=ROOT, check=True, capture_output=True)
+    return str(out)
+
+
+def _main(demo, out, *extra):
+    import train
+    return train.main(train.get_args_parser().parse_args(["--data-root", demo, "--out", str(out), *TINY, *extra]))
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_bare_resume_restarts_a_run_killed_before_its_first_checkpoint(demo, tmp_path, capsys):
+    """What a SIGKILL before the first last.pt leaves (args.json, a log with a line cut mid-write, a best.pt written
+    just before last.pt, a temp file of the interrupted write): the same command with a bare --resume starts the
+    run afresh (was: exit 2 "already holds a run", which killed the job's restart loop), ending with the weights of
+    an uninterrupted run; a folder whose args.json records other settings is still refused."""
+    _main(demo, tmp_path / "ref", "--iters", "2", "--resume")
+    out = tmp_path / "run"
+    _main(demo, out, "--iters", "2", "--resume")
+    os.unlink(out / "last.pt")
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"iter": 3, "lo')  # a line cut short
+    (out / ".tmp_abc.pt").write_bytes(b"partial")
+    _main(demo, out, "--iters", "2", "--resume")
+    assert "restarting this run from scratch" in capsys.readouterr().out
+    assert not (out / ".tmp_abc.pt").exists()
+    a, b = _load(tmp_path / "ref" / "last.pt")["model"], _load(out / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["iter"] for r in map(json.loads, open(out / "metrics.jsonl"))] == [1, 2]
+
+    os.unlink(out / "last.pt")  # the same folder, but the command now differs in a training setting
+    with pytest.raises(SystemExit) as e:
+        _main(demo, out, "--iters", "2", "--resume", "--lr", "2e-3")
+    assert e.value.code == 2 and "already holds a run" in capsys.readouterr().err
+
+
+def test_dataloader_workers_survive_sigterm(demo):
+    """torchrun's shutdown signals each rank's whole process group: the workers must leave stopping to the rank."""
+    from data.coco import CocoSegDataset
+    from data.loader import build_train_loader
+    from data.transforms import build_transform
+    ds = CocoSegDataset(demo, os.path.join(demo, "train.json"))
+    it = build_train_loader(ds, build_transform("train", crop_size=32), batch_size=2, seed=0, workers=1)
+    next(it)
+    worker = it._workers[0]
+    os.kill(worker.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert worker.is_alive()
+    assert next(it)["image"].shape == (2, 3, 32, 32)
+    del it
+
+
+def test_resume_applies_changed_weight_and_layer_decay(demo, tmp_path, capsys):
+    """Optimizer.load_state_dict restored the saved groups' weight_decay / lr_scale, so a changed --weight-decay or
+    --layer-decay was reported as a changed setting and then ignored."""
+    import models
+    out = tmp_path / "r"
+    _main(demo, out, "--iters", "1", "--weight-decay", "0.01", "--layer-decay", "0.9")
+    _main(demo, out, "--iters", "2", "--weight-decay", "0.2", "--layer-decay", "0.5", "--resume")
+    assert "weight_decay 0.01 → 0.2" in capsys.readouterr().out
+    groups = _load(out / "last.pt")["optimizer"]["param_groups"]
+    expect = models.param_groups(models.build_model("upernet_convnext_demo", 11), weight_decay=0.2, layer_decay=0.5)
+    assert [(g["weight_decay"], g["lr_scale"]) for g in groups] == \
+        [(g["weight_decay"], g["lr_scale"]) for g in expect]
+    assert any(g["weight_decay"] == 0.2 for g in groups)
+
+
+def test_resume_switching_amp_to_fp16_starts_a_fresh_scaler(demo, tmp_path, capsys):
+    """A bf16/fp32 checkpoint holds a disabled GradScaler's empty state: resuming it with --amp fp16 was a
+    RuntimeError traceback; back from fp16 to none works as well."""
+    out = tmp_path / "r"
+    _main(demo, out, "--iters", "1", "--amp", "none")
+    _main(demo, out, "--iters", "2", "--amp", "fp16", "--resume")
+    assert "fresh one" in capsys.readouterr().out
+    assert _load(out / "last.pt")["scaler"]  # an fp16 run's scaler state
+    _main(demo, out, "--iters", "3", "--amp", "none", "--resume")
+    assert _load(out / "last.pt")["iter"] == 3
+
+
+def test_stop_on_the_last_step_without_validation_still_writes_best(demo, tmp_path, monkeypatch):
+    """SIGTERM during the final step: the run is complete and ends normally, with best.pt (was: exit through the
+    stop path, best.pt never written)."""
+    import train
+    monkeypatch.setitem(train._STOP, "signal", signal.SIGTERM)
+    out = tmp_path / "r"
+    _main(demo, out, "--iters", "1")
+    assert _load(out / "best.pt")["iter"] == 1 and _load(out / "last.pt")["iter"] == 1
+
+
+@pytest.mark.slow
+def test_chaos_two_process_torchrun_survives_sigterm_and_sigkill(tmp_path):
+    """bench/chaos.py's short variant (make chaos runs 20 trials): a 2-process torchrun run with DataLoader workers,
+    SIGTERM to the launcher / SIGKILL to every process at marked moments (seed 0: inside checkpoint writes; seed 1:
+    seconds after launch), restarted with the same command, ends bitwise equal to an uninterrupted run."""
+    trials = os.environ.get("CHAOS_TRIALS", "2")
+    r = subprocess.run([PY, "-m", "bench.chaos", "--trials", trials, "--seed", os.environ.get("CHAOS_SEED", "0"),
+                        "--work", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = r.stdout.strip().splitlines()[-1]
+    n = summary.split("faults survived ")[1].split("/")[0]
+    assert summary == f"faults survived {n}/{n}, bitwise-identical {trials}/{trials}" and int(n) >= 1
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step(demo, tmp_path):
+    """SIGTERM to rank 1 alone (its process group: the rank and its DataLoader workers, as torchrun's own shutdown
+    does): the stop flag is all-reduced after each step, so rank 0 saves that step too, and both exit 0 (torchrun
+    then exits 0)."""
+    from bench.chaos import descendants
+    out = tmp_path / "t"
+    cmd = [os.path.join(os.path.dirname(PY), "torchrun"), "--standalone", "--nproc_per_node", "2", "train.py",
+           "--data-root", demo, "--out", str(out), *TINY, "--batch-size", "1", "--workers", "1", "--iters", "40",
+           "--ckpt-interval", "100"]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = []
+    for line in p.stdout:
+        lines.append(line)
+        if line.startswith("iter 2/"):
+            ranks = [q for q in descendants(p.pid)
+                     if b"RANK=1\0" in open(f"/proc/{q}/environ", "rb").read().replace(b"LOCAL_RANK", b"")]
+            os.killpg(min(ranks), signal.SIGTERM)  # the rank's process leads its group (torchrun's new session)
+    p.wait(timeout=300)
+    text = "".join(lines)
+    assert p.returncode == 0, text[-3000:]
+    assert "Traceback" not in text and "killed by signal" not in text, text[-3000:]
+    saved = [ln for ln in lines if ln.startswith("SIGTERM: saved")]
+    assert len(saved) == 1
+    it = _load(out / "last.pt")["iter"]
+    assert 2 <= it < 40 and f"at iteration {it};" in saved[0]
