@@ -241,9 +241,9 @@ def _hf_backbone(bb: dict, family: str) -> tuple[dict, list, list[str]]:
         if why:
             dropped.append((key, why, tuple(v.shape)))
             continue
-        m = re.match(r"^hidden_states_norms\.stage(\d)\.(weight|bias)$", k)
-        if m:
-            out[f"norm{int(m.group(1)) - 1}.{m.group(2)}"] = (key, v)
+        m = re.match(r"^hidden_states_norms\.(stage)?(\d)\.(weight|bias)$", k)
+        if m:  # named stage1..4 (1-based); the first UperNet conversions used 0..3
+            out[f"norm{int(m.group(2)) - (1 if m.group(1) else 0)}.{m.group(3)}"] = (key, v)
             continue
         if family == "convnext":
             k2 = _sub(k, _HF_CONVNEXT)
@@ -414,18 +414,6 @@ def parse(sd: dict, src: str = "auto") -> Source:
         bb, top = top, {}  # a bare backbone: timm, official, mmseg's swin2mmseg output
     if not bb:
         raise ConversionError("the source has no backbone weights (only " + ", ".join(sorted(sd)[:4]) + ")")
-    dropped = []
-    for k, v in top.items():
-        if k.startswith(("head.", "classifier.")):
-            dropped.append((k, WHY_HEAD, tuple(v.shape)))
-        elif k.startswith("neck."):
-            dropped.append((k, WHY_NECK, tuple(v.shape)))
-        elif k.startswith("data_preprocessor."):
-            dropped.append((k, WHY_PREPROCESSOR, tuple(v.shape)))
-        else:
-            raise ConversionError("unexpected keys outside backbone/decode_head/auxiliary_head: "
-                                  + ", ".join(sorted(k for k in top if not k.startswith(
-                                      ("head.", "classifier.", "neck.", "data_preprocessor.")))[:10]))
     layout, family = detect_layout(bb)
     if layout == "mmseg" and any(k.startswith(("head.", "neck.")) for k in top):
         layout = "mmpretrain"  # an mmcls / mmpretrain classifier: backbone. + neck. + head.
@@ -434,6 +422,19 @@ def parse(sd: dict, src: str = "auto") -> Source:
     elif src != "auto" and src != layout:
         raise ConversionError(f"--from {src} given, but the keys look like the {layout} layout "
                               f"(e.g. {sorted(bb)[0]})")
+    # What may sit next to the backbone, per layout: HF classification heads; mmpretrain necks and heads; mmengine's
+    # data preprocessor (its mean/std are non-persistent today, older files may carry them).
+    allowed = {"hf": {"classifier.": WHY_HEAD},
+               "mmpretrain": {"head.": WHY_HEAD, "neck.": WHY_NECK, "data_preprocessor.": WHY_PREPROCESSOR},
+               "mmseg": {"data_preprocessor.": WHY_PREPROCESSOR}}.get(layout, {})
+    dropped = []
+    for k, v in top.items():
+        why = next((w for p, w in allowed.items() if k.startswith(p)), None)
+        if why is None:
+            raise ConversionError(f"unexpected keys outside backbone/decode_head/auxiliary_head for the {layout} "
+                                  "layout: " + ", ".join(sorted(k for k in top
+                                                                if not k.startswith(tuple(allowed)))[:10]))
+        dropped.append((k, why, tuple(v.shape)))
     if layout == "hf":
         mapped, more, notes = _hf_backbone(bb, family)
         head = {_sub(k, _HF_HEAD): (k, v) for k, v in head.items()}

@@ -295,3 +295,43 @@ def mmcls_swin(official: dict, version: int) -> dict:
         sd["backbone." + k] = v
     sd["head.fc.weight"], sd["head.fc.bias"] = official["model"]["head.weight"], official["model"]["head.bias"]
     return {"meta": {"mmcls_version": "0.25.0" if version < 3 else "1.0.0"}, "state_dict": sd}
+
+
+# ------------------------------------------------------------------------ official segmentation repositories
+
+def official_swin_seg(mmseg: dict) -> dict:
+    """SwinTransformer/Swin-Transformer-Semantic-Segmentation mmseg/models/backbones/swin_transformer.py under
+    mmseg 0.11's EncoderDecoder: `backbone.patch_embed.proj`, `backbone.layers.I.blocks.J.attn.{qkv, proj,
+    relative_position_bias_table, relative_position_index}`, `mlp.fc1/fc2`, `layers.I.downsample` in the official
+    (x0, x1, x2, x3) channel order, `backbone.norm0..3`; heads as mmseg. From an mmseg UperNet state_dict through
+    swin2mmseg.py run backwards."""
+    def reverse_reduction(x):  # transformers convert_swin_upernet_to_pytorch.py reverse_correct_unfold_*_order
+        o, i = x.shape
+        return x.reshape(o, i // 4, 4)[:, :, [0, 2, 1, 3]].transpose(1, 2).reshape(o, i)
+
+    def reverse_norm(x):
+        i = x.shape[0]
+        return x.reshape(i // 4, 4)[:, [0, 2, 1, 3]].transpose(0, 1).reshape(i)
+    out = OrderedDict()
+    for k, v in mmseg.items():
+        if k.startswith("backbone."):
+            k = k.replace("patch_embed.projection.", "patch_embed.proj.").replace("attn.w_msa.", "attn.")
+            k = k.replace("ffn.layers.0.0.", "mlp.fc1.").replace("ffn.layers.1.", "mlp.fc2.")
+            k = re.sub(r"^backbone\.stages\.", "backbone.layers.", k)
+            if ".downsample.reduction." in k:
+                v = reverse_reduction(v)
+            elif ".downsample.norm." in k:
+                v = reverse_norm(v)
+        out[k] = v
+    return {"meta": {"mmseg_version": "0.11.0"}, "state_dict": out}
+
+
+def official_convnext_seg(mmseg: dict) -> dict:
+    """facebookresearch/ConvNeXt semantic_segmentation/backbone/convnext.py under mmseg: the classification module
+    names (`dwconv`, `pwconv1/2`, `gamma`) with per-stage `norm0..3`; heads as mmseg."""
+    out = OrderedDict()
+    for k, v in mmseg.items():
+        if k.startswith("backbone."):
+            k = k.replace("depthwise_conv", "dwconv").replace("pointwise_conv", "pwconv")
+        out[k] = v
+    return {"meta": {"mmseg_version": "0.20.2"}, "state_dict": out}

@@ -16,7 +16,8 @@ import torch
 from models import build_model, load_model
 from models.convert import get_args_parser, main
 from publishers import (hf_hub_upernet, mmcls_swin, mmpretrain_convnext, mmseg_checkpoint, mmseg_upernet_from_hf_hub,
-                        official_convnext, official_swin, randomise, swin2mmseg)
+                        official_convnext, official_convnext_seg, official_swin, official_swin_seg, randomise,
+                        swin2mmseg)
 
 transformers = pytest.importorskip("transformers")
 timm = pytest.importorskip("timm")
@@ -107,6 +108,17 @@ def test_mmseg_upernet_checkpoint(hf_small, tmp_path, version):
     ours, notes = convert_with(tmp_path, tmp_path / "mmseg.pth", family)
     _logits_equal(hf, ours, (64, 80))
     assert notes[0].startswith(f"source layout: mmseg ({family}, segmentation checkpoint)")
+
+
+def test_official_segmentation_checkpoint(hf_small, tmp_path):
+    """The official ConvNeXt / Swin segmentation repositories' UperNet checkpoints (mmseg heads, official backbone
+    names, Swin merges in the official order)."""
+    family, hf = hf_small
+    mm = mmseg_upernet_from_hf_hub(hf_hub_upernet(hf))
+    torch.save((official_convnext_seg if family == "convnext" else official_swin_seg)(mm), tmp_path / "off.pth")
+    ours, notes = convert_with(tmp_path, tmp_path / "off.pth", family)
+    _logits_equal(hf, ours, (64, 64))
+    assert notes[0] == f"source layout: official ({family}, segmentation checkpoint)"
 
 
 # ---------------------------------------------------------------------------------- ImageNet backbones, small
