@@ -275,7 +275,7 @@ def test_real_size_upernet_logits(name, hw, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("timm_name,model,hw", [
-    ("convnext_tiny", "upernet_convnext_tiny", (64, 96)),
+    pytest.param("convnext_tiny", "upernet_convnext_tiny", (64, 96), marks=pytest.mark.slow),
     pytest.param("swin_tiny_patch4_window7_224", "upernet_swin_tiny", (448, 448),  # stages 112 … 14: 7k, > 7
                  marks=pytest.mark.slow),
 ])
