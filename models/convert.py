@@ -226,6 +226,15 @@ _OFFICIAL_SWIN = [
 _MERGE = r"\.downsample\.(reduction\.weight|norm\.(weight|bias))$"
 
 
+class _Once(dict):
+    """A mapping that refuses a second source key for the same target name (two keys must never merge silently)."""
+
+    def __setitem__(self, k, v):
+        if k in self:
+            raise ConversionError(f"source keys {self[k][0]} and {v[0]} both map to {k}")
+        super().__setitem__(k, v)
+
+
 def _buffer_reason(k: str) -> str | None:
     """Buffers that some publishers save and every target rebuilds (official, mmseg, mmcls, old HF/timm files)."""
     if k.endswith("relative_position_index"):
@@ -245,7 +254,7 @@ def _pointwise(k: str, v: torch.Tensor) -> torch.Tensor:
 def _hf_backbone(bb: dict, family: str) -> tuple[dict, list, list[str]]:
     """HF transformers: hub files and save_pretrained (old names), in-memory transformers 5 names (q_proj, mlp.fc1,
     `swin.`/`convnext.` inside the backbone), classification models (`swin.`/`convnext.` stripped by the caller)."""
-    out, dropped, notes = {}, [], []
+    out, dropped, notes = _Once(), [], []
     qkv: dict[str, dict[str, torch.Tensor]] = {}
     for key, v in bb.items():
         k = re.sub(r"^(swin|convnext)\.", "", key)
@@ -280,7 +289,7 @@ def _hf_backbone(bb: dict, family: str) -> tuple[dict, list, list[str]]:
 def _official_or_timm_backbone(bb: dict, family: str, layout: str) -> tuple[dict, list, list[str]]:
     """timm (stem / stages.I.downsample / blocks / conv_dw / mlp.fc*, PatchMerging at the start of the next Swin stage)
     and the official repositories (dwconv / pwconv*, `layers.I.downsample` at the end of a Swin stage)."""
-    out, dropped, notes = {}, [], []
+    out, dropped, notes = _Once(), [], []
     for key, v in bb.items():
         k = key
         why = _buffer_reason(k)
@@ -310,7 +319,7 @@ def _official_or_timm_backbone(bb: dict, family: str, layout: str) -> tuple[dict
 def _mmseg_backbone(bb: dict, family: str, layout: str) -> tuple[dict, list, list[str]]:
     """mmseg UperNet backbones, mmseg's converted pretrain files (tools/model_converters/swin2mmseg.py keeps the
     official final `norm` and the `attn_mask` / `relative_position_index` buffers) and mmcls/mmpretrain backbones."""
-    out, dropped, notes = {}, [], []
+    out, dropped, notes = _Once(), [], []
     for key, v in bb.items():
         why = _buffer_reason(key)
         if why is None and key.startswith("head."):
