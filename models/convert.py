@@ -618,8 +618,8 @@ def inspect(source: Source, info: dict | None = None) -> str:
         shape = f"embed {a['embed_dims']}, depths {a['depths']}, heads {a['num_heads']}"
         window = str(a["window_size"])
     c = source.num_classes
-    kind = "segmentation checkpoint (decode head" + \
-        (", auxiliary head)" if any(k.startswith("auxiliary_head.") for k in source.state) else ", no auxiliary head)") \
+    aux = any(k.startswith("auxiliary_head.") for k in source.state)
+    kind = f"segmentation checkpoint (decode head, {'auxiliary head' if aux else 'no auxiliary head'})" \
         if source.segmentation else "ImageNet backbone"
     lines = [f"layout:   {source.layout}" + (f" (container: {info['container']})" if info else ""),
              f"family:   {source.family} ({shape})",

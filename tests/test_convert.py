@@ -228,7 +228,8 @@ def test_errors_name_the_keys(hf_convnext):
     wide = build_model("upernet_convnext_tiny", 5, **dict(CNX, dims=(16, 32, 48, 80)))
     with pytest.raises(ConversionError, match=r"shape mismatches: backbone\.downsample_layers\.3\.1\.weight"):
         convert(hf_convnext.state_dict(), wide)
-    with pytest.raises(ConversionError, match="source is a convnext checkpoint but the target model upernet_swin_tiny has a swin"):
+    with pytest.raises(ConversionError,
+                       match="source is a convnext checkpoint but the target model upernet_swin_tiny has a swin"):
         convert(hf_convnext.state_dict(), ours_like("swin"))
     with pytest.raises(ConversionError, match="--from timm given, but the keys look like the hf layout"):
         convert(hf_convnext.state_dict(), ours_like("convnext"), src="timm")

@@ -37,8 +37,8 @@ def hf_upernet(family, num_labels=5, small=True, **real):
     from transformers import ConvNextConfig, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation
     torch.manual_seed(0)
     if family == "convnext":
-        bb = ConvNextConfig(hidden_sizes=list(real.get("dims", CNX["dims"])), depths=list(real.get("depths", CNX["depths"])),
-                            out_features=STAGES)
+        bb = ConvNextConfig(hidden_sizes=list(real.get("dims", CNX["dims"])),
+                            depths=list(real.get("depths", CNX["depths"])), out_features=STAGES)
     else:
         bb = SwinConfig(embed_dim=real.get("embed_dims", SWIN["embed_dims"]),
                         depths=list(real.get("depths", SWIN["depths"])),
@@ -50,19 +50,14 @@ def hf_upernet(family, num_labels=5, small=True, **real):
     return randomise(UperNetForSemanticSegmentation(cfg)).eval()
 
 
-def small_model(family, classes=5):
-    name, ov = ("upernet_convnext_tiny", CNX) if family == "convnext" else ("upernet_swin_tiny", SWIN)
-    return name, ov
-
-
-def convert_with(tmp_path, src, family, classes=5, capsys=None, extra=()):
-    """CLI on a registry model whose widths are overridden to the small test widths: the CLI builds registry models,
-    so small files go through models.convert.convert with the same code path the CLI uses."""
+def convert_with(tmp_path, src, family, classes=5):
+    """The CLI's code path (read_checkpoint → convert → strict load) onto a registry model whose widths are
+    overridden to the small test widths (the CLI itself only builds registry models)."""
     from models.convert import convert, read_checkpoint
-    name, ov = small_model(family)
+    name, ov = ("upernet_convnext_tiny", CNX) if family == "convnext" else ("upernet_swin_tiny", SWIN)
     model = build_model(name, classes, **ov).eval()
     sd, _ = read_checkpoint(str(src))
-    out, notes = convert(sd, model, *extra)
+    out, notes = convert(sd, model)
     model.load_state_dict(out, strict=True)
     return model, notes
 
@@ -293,14 +288,6 @@ def test_real_size_timm_features(timm_name, model, hw, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- strict, explained
-
-def _demo_hf(tmp_path):
-    """An HF UperNet with the widths of the registry's demo model, so the CLI itself can be used."""
-    from models import MODELS
-    c = MODELS["upernet_convnext_demo"]
-    hf = hf_upernet("convnext", num_labels=6, small=True, dims=c["dims"], depths=c["depths"])
-    return hf
-
 
 def test_segmentation_file_missing_a_tensor_is_refused(tmp_path, capsys):
     from models import MODELS
