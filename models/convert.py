@@ -1,21 +1,33 @@
-"""Convert foreign checkpoints into this toolkit's layout (mmseg names), checked against the target model.
+"""Convert published checkpoints into this toolkit's layout (mmseg names), strictly, checked against the target model.
 
-    python -m models.convert SRC DST --model NAME [--from auto|mmseg|hf|timm|official] [--num-classes C]
+    python -m models.convert SRC DST --model NAME [--from auto|mmseg|mmpretrain|hf|timm|official] [--num-classes C]
+    python -m models.convert SRC --inspect [--model NAME]      # layout, family, size, window, classes, drops; no file
 
-SRC may be: an mmseg UperNet checkpoint (`state_dict`), an HF transformers UperNet checkpoint (`pytorch_model.bin`,
-`model.safetensors`, or a directory holding one), an ImageNet backbone from timm or the official ConvNeXt / Swin repos
-(`model`), an mmcls/mmpretrain backbone, or an official ConvNeXt/Swin segmentation checkpoint. DST is a torch file
-{'model': state_dict, 'model_name': NAME, 'num_classes': C} that `models.load_model` / `build_model(NAME, C)` loads
-strictly; it is written atomically.
+SRC, in each publisher's own layout (README "Converting checkpoints" has the table):
+- mmseg UperNet checkpoints, 0.x and 1.x ({'meta', 'state_dict', ...}), and mmseg's backbone pretrain files as
+  tools/model_converters/swin2mmseg.py writes them (bare dict, `w_msa`, `ffn`, unfold merge order, buffers, `norm`);
+- mmcls / mmpretrain classifiers (`backbone.`, `neck.`, `head.`; ConvNeXt `norm3`, Swin `norm3` or pre-v2 `norm`);
+- HF transformers: openmmlab/upernet-* hub files, the pinned version's save_pretrained output (a directory,
+  model.safetensors or pytorch_model.bin), facebook/convnext-* and microsoft/swin-* classification models;
+- timm ConvNeXt (including 1×1-conv MLP and head-norm-first variants) and Swin, any in1k / in22k head;
+- the official ConvNeXt / Swin repositories ({'model'}: classifier files with `head`, `norm`,
+  `relative_position_index` / `attn_mask` buffers, `layers.I.downsample` at the end of a stage) and their
+  segmentation checkpoints.
+DST is a torch file {'model': state_dict, 'model_name': NAME, 'num_classes': C} that `models.load_model` /
+`build_model(NAME, C)` loads strictly; it is written atomically.
 
-What is converted, and said:
-- key renaming per layout (one small function each); Swin PatchMerging weights are permuted from the official/timm/HF
-  channel order (x0, x1, x2, x3) to mmseg's nn.Unfold order (SPEC §5); HF's split q/k/v are concatenated;
+Strict, and explained:
+- every source key is mapped or dropped on purpose; each dropped key is printed with its reason (classifier head,
+  classification neck, the classifier's final norm, relative_position_index / attn_mask buffers rebuilt for the
+  target, HF's unused final layernorm);
+- Swin PatchMerging weights are permuted from the official/timm/HF channel order (x0, x1, x2, x3) to mmseg's
+  nn.Unfold order (SPEC §5); HF's split q/k/v are concatenated; 1×1-conv MLP weights become Linear weights;
 - relative_position_bias_table is resized bicubically (mmseg's rule) when the window differs (e.g. 7 → 12);
-  relative_position_index is always the target's;
-- a backbone-only source leaves the heads (and any output norms it lacks) at their initialisation;
-- a class count different from the source's re-initialises both classifiers (conv_seg);
-- anything else that does not fit is an error that names the keys.
+- a segmentation checkpoint (one with a decode head) must supply every tensor of the target, output norms and the
+  auxiliary head included; only a class count change (--num-classes) re-initialises the two classifiers;
+- an ImageNet backbone leaves the heads at their initialisation and the output norms it lacks at LayerNorm's
+  (weight 1, bias 0), as mmseg's non-strict loading does;
+- anything else that does not fit is an error naming the keys (exit 2).
 Loading uses torch.load(weights_only=True); classes that a training framework pickled next to the weights (mmengine
 message hubs, yacs configs) are replaced by inert placeholders, never imported or run.
 """
@@ -33,7 +45,7 @@ import torch.nn.functional as F
 from data.classes import NUM_CLASSES
 from data.io import publish
 
-LAYOUTS = ("auto", "mmseg", "hf", "timm", "official")
+LAYOUTS = ("auto", "mmseg", "mmpretrain", "hf", "timm", "official")
 CLASSIFIERS = ("decode_head.conv_seg.weight", "decode_head.conv_seg.bias",
                "auxiliary_head.conv_seg.weight", "auxiliary_head.conv_seg.bias")
 
@@ -94,7 +106,7 @@ def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict]:
                 from e
         return dict(load_file(path)), {"container": "safetensors"}
     obj = _torch_load(path)
-    info: dict = {"container": "state_dict"}
+    info: dict = {"container": "none (a bare state_dict)"}
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "module"):
             if key in obj and isinstance(obj[key], dict):
@@ -151,6 +163,19 @@ def resize_rel_pos_table(table: torch.Tensor, length: int) -> torch.Tensor:
 
 # ------------------------------------------------------------------------ layout → mmseg names, one function each
 
+# Why a source key is dropped; every dropped key is printed with one of these.
+WHY_HEAD = "ImageNet classifier head (the segmentation model has its own heads)"
+WHY_NECK = "mmpretrain classification neck"
+WHY_FINAL_NORM = ("final norm of the ImageNet classifier; the segmentation model normalises each stage with "
+                  "norm0..3 instead (mmseg and the official segmentation code load such files non-strictly and "
+                  "leave it unused)")
+WHY_HF_FINAL_NORM = ("HF's final layernorm (the classification pooler's norm, still saved by save_pretrained); "
+                     "UperNet reads hidden_states_norms instead")
+WHY_INDEX = "relative_position_index buffer: a function of the window size, rebuilt for the target"
+WHY_MASK = "attn_mask buffer: shifted-window masks are rebuilt for each input size"
+WHY_PREPROCESSOR = "mmengine data preprocessor constants (the Segmentor normalises with its own)"
+
+
 def _sub(k: str, rules: list[tuple[str, str]]) -> str:
     for pat, rep in rules:
         k = re.sub(pat, rep, k)
@@ -175,7 +200,6 @@ _HF_SWIN = [
     (r"\.layernorm_before\.", ".norm1."), (r"\.layernorm_after\.", ".norm2."),
     (r"\.attention\.(self\.|relative_position_bias\.)relative_position_bias_table$",
      ".attn.w_msa.relative_position_bias_table"),
-    (r"\.attention\.(self\.|relative_position_bias\.)relative_position_index$", ".attn.w_msa.relative_position_index"),
     (r"\.attention\.(output\.dense|o_proj)\.", ".attn.w_msa.proj."),
     (r"\.(intermediate\.dense|mlp\.fc1)\.", ".ffn.layers.0.0."),
     (r"\.(output\.dense|mlp\.fc2)\.", ".ffn.layers.1."),
@@ -195,156 +219,309 @@ _OFFICIAL_SWIN = [
     (r"^patch_embed\.proj\.", "patch_embed.projection."),
     (r"^layers\.(\d+)\.", r"stages.\1."),
     (r"\.attn\.(qkv|proj)\.", r".attn.w_msa.\1."),
-    (r"\.attn\.relative_position_(bias_table|index)$", r".attn.w_msa.relative_position_\1"),
+    (r"\.attn\.relative_position_bias_table$", r".attn.w_msa.relative_position_bias_table"),
     (r"\.mlp\.fc1\.", ".ffn.layers.0.0."), (r"\.mlp\.fc2\.", ".ffn.layers.1."),
 ]
 
+_MERGE = r"\.downsample\.(reduction\.weight|norm\.(weight|bias))$"
 
-def _hf_backbone(bb: dict, family: str, notes: list[str]) -> dict:
-    out: dict = {}
+
+class _Once(dict):
+    """A mapping that refuses a second source key for the same target name (two keys must never merge silently)."""
+
+    def __setitem__(self, k, v):
+        if k in self:
+            raise ConversionError(f"source keys {self[k][0]} and {v[0]} both map to {k}")
+        super().__setitem__(k, v)
+
+
+def _buffer_reason(k: str) -> str | None:
+    """Buffers that some publishers save and every target rebuilds (official, mmseg, mmcls, old HF/timm files)."""
+    if k.endswith("relative_position_index"):
+        return WHY_INDEX
+    if k.endswith("attn_mask"):
+        return WHY_MASK
+    return None
+
+
+def _pointwise(k: str, v: torch.Tensor) -> torch.Tensor:
+    # 1×1-conv MLPs (timm conv_mlp variants, mmpretrain linear_pw_conv=False): (out, in, 1, 1) → Linear (out, in).
+    if re.search(r"\.pointwise_conv[12]\.weight$", k) and v.ndim == 4 and v.shape[-2:] == (1, 1):
+        return v.flatten(1)
+    return v
+
+
+def _hf_backbone(bb: dict, family: str) -> tuple[dict, list, list[str]]:
+    """HF transformers: hub files and save_pretrained (old names), in-memory transformers 5 names (q_proj, mlp.fc1,
+    `swin.`/`convnext.` inside the backbone), classification models (`swin.`/`convnext.` stripped by the caller)."""
+    out, dropped, notes = _Once(), [], []
     qkv: dict[str, dict[str, torch.Tensor]] = {}
-    for k, v in bb.items():
+    for key, v in bb.items():
+        k = re.sub(r"^(swin|convnext)\.", "", key)
+        why = _buffer_reason(k) or (WHY_HF_FINAL_NORM if re.match(r"^layernorm\.(weight|bias)$", k) else None)
+        if why:
+            dropped.append((key, why, tuple(v.shape)))
+            continue
+        m = re.match(r"^hidden_states_norms\.(stage)?(\d)\.(weight|bias)$", k)
+        if m:  # named stage1..4 (1-based); the first UperNet conversions used 0..3
+            out[f"norm{int(m.group(2)) - (1 if m.group(1) else 0)}.{m.group(3)}"] = (key, v)
+            continue
         if family == "convnext":
-            out[_sub(k, _HF_CONVNEXT)] = v
+            k2 = _sub(k, _HF_CONVNEXT)
+            out[k2] = (key, _pointwise(k2, v))
             continue
         m = re.match(r"^(.*)\.attention\.(?:self\.(query|key|value)|(q|k|v)_proj)\.(weight|bias)$", k)
         if m:
             which = (m.group(2) or m.group(3))[0]  # q / k / v
-            qkv.setdefault(f"{_sub(m.group(1), _HF_SWIN)}.attn.w_msa.qkv.{m.group(4)}", {})[which] = v
+            qkv.setdefault(f"{_sub(m.group(1), _HF_SWIN)}.attn.w_msa.qkv.{m.group(4)}", {})[which] = (key, v)
             continue
         k2 = _sub(k, _HF_SWIN)
-        if re.search(r"\.downsample\.(reduction\.weight|norm\.(weight|bias))$", k2):
-            v = merge_official_to_mmseg(v)
-        out[k2] = v
+        out[k2] = (key, merge_official_to_mmseg(v) if re.search(_MERGE, k2) else v)
     for k, parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
             raise ConversionError(f"HF attention {k}: has only {sorted(parts)} of q/k/v")
-        out[k] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
-    if family == "swin" and bb:
+        out[k] = ("+".join(parts[c][0] for c in "qkv"), torch.cat([parts[c][1] for c in "qkv"], dim=0))
+    if family == "swin":
         notes.append("HF Swin: q/k/v concatenated into qkv; PatchMerging permuted to mmseg's unfold order")
-    out = {re.sub(r"^hidden_states_norms\.stage(\d+)\.", lambda m: f"norm{int(m.group(1)) - 1}.", k): v
-           for k, v in out.items()}
-    return out
+    return out, dropped, notes
 
 
-def _official_or_timm_backbone(bb: dict, family: str, layout: str, notes: list[str]) -> dict:
-    out: dict = {}
-    dropped = []
-    for k, v in bb.items():
-        if k.startswith("head") or re.match(r"^norm\.", k) or k.endswith("attn_mask"):
-            dropped.append(k)  # ImageNet classifier, its final norm, official Swin's cached shift masks
+def _official_or_timm_backbone(bb: dict, family: str, layout: str) -> tuple[dict, list, list[str]]:
+    """timm (stem / stages.I.downsample / blocks / conv_dw / mlp.fc*, PatchMerging at the start of the next Swin stage)
+    and the official repositories (dwconv / pwconv*, `layers.I.downsample` at the end of a Swin stage)."""
+    out, dropped, notes = _Once(), [], []
+    for key, v in bb.items():
+        k = key
+        why = _buffer_reason(k)
+        if why is None and k.startswith("head."):
+            # timm keeps its final norm under head.norm (ConvNeXt); head / head.fc are the classifier
+            why = WHY_FINAL_NORM if k.startswith("head.norm.") else WHY_HEAD
+        if why is None and re.match(r"^(norm|norm_pre)\.(weight|bias)$", k):
+            why = WHY_FINAL_NORM  # official / timm Swin final norm; timm *_hnf ConvNeXt's norm_pre
+        if why:
+            dropped.append((key, why, tuple(v.shape)))
             continue
         if family == "convnext":
             k2 = _sub(k, _TIMM_CONVNEXT if layout == "timm" else _OFFICIAL_CONVNEXT)
-            if k2.endswith(("pointwise_conv1.weight", "pointwise_conv2.weight")) and v.ndim == 4:
-                v = v.flatten(1)  # timm conv_mlp variant: 1×1 conv weights → Linear
+            v = _pointwise(k2, v)
         else:
             if layout == "timm":  # timm puts PatchMerging at the start of the next stage
                 k = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) - 1}.downsample.", k)
             k2 = _sub(k, _OFFICIAL_SWIN)
-            if re.search(r"\.downsample\.(reduction\.weight|norm\.(weight|bias))$", k2):
+            if re.search(_MERGE, k2):
                 v = merge_official_to_mmseg(v)
-        out[k2] = v
-    if dropped:
-        notes.append(f"dropped {len(dropped)} ImageNet-only key(s) ({', '.join(sorted(dropped)[:4])}"
-                     f"{', …' if len(dropped) > 4 else ''})")
+        out[k2] = (key, v)
     if family == "swin":
-        notes.append("Swin PatchMerging weights permuted from official/timm order to mmseg's unfold order")
-    return out
+        notes.append(f"Swin PatchMerging weights permuted from {layout} order to mmseg's unfold order")
+    return out, dropped, notes
 
 
-def detect_layout(bb: dict, head: dict) -> tuple[str, str]:
-    """(layout, backbone family) of a prefix-free backbone dict and a head dict."""
+def _mmseg_backbone(bb: dict, family: str, layout: str) -> tuple[dict, list, list[str]]:
+    """mmseg UperNet backbones, mmseg's converted pretrain files (tools/model_converters/swin2mmseg.py keeps the
+    official final `norm` and the `attn_mask` / `relative_position_index` buffers) and mmcls/mmpretrain backbones."""
+    out, dropped, notes = _Once(), [], []
+    for key, v in bb.items():
+        why = _buffer_reason(key)
+        if why is None and key.startswith("head."):
+            why = WHY_HEAD
+        m = re.match(r"^norm\.(weight|bias)$", key)
+        if why is None and m:
+            if layout == "mmpretrain" and family == "swin":
+                # mmpretrain SwinTransformer._load_from_state_dict: files before version 2 call norm3 `norm`.
+                out[f"norm3.{m.group(1)}"] = (key, v)
+                notes.append("mmcls Swin `norm` is mmpretrain's norm3 (its pre-v2 name): mapped to norm3")
+                continue
+            why = WHY_FINAL_NORM
+        if why:
+            dropped.append((key, why, tuple(v.shape)))
+            continue
+        out[key] = (key, _pointwise(key, v))
+    return out, dropped, sorted(set(notes))
+
+
+def detect_layout(bb: dict) -> tuple[str, str]:
+    """(layout, backbone family) of a backbone state_dict without its container prefix."""
     keys = set(bb)
     has = lambda pat: any(re.search(pat, k) for k in keys)  # noqa: E731
-    if "embeddings.patch_embeddings.weight" in keys:
-        return "hf", "convnext"
-    if "embeddings.patch_embeddings.projection.weight" in keys:
+    if has(r"^((swin|convnext)\.)?embeddings\.patch_embeddings\.projection\."):
         return "hf", "swin"
+    if has(r"^((swin|convnext)\.)?embeddings\.patch_embeddings\.(weight|bias)$"):
+        return "hf", "convnext"
     if "stem.0.weight" in keys:
         return "timm", "convnext"
-    if "downsample_layers.0.0.weight" in keys:
+    if has(r"^downsample_layers\.0\.0\."):
         return ("official" if has(r"\.dwconv\.") else "mmseg"), "convnext"
-    if "patch_embed.projection.weight" in keys:
+    if has(r"^patch_embed\.projection\."):
         return "mmseg", "swin"
-    if "patch_embed.proj.weight" in keys:
+    if has(r"^patch_embed\.proj\."):
         if has(r"^layers\.0\.downsample\.") or not has(r"^layers\.\d+\.downsample\."):
             return "official", "swin"
         return "timm", "swin"
-    if not bb and any(re.search(r"\.batch_norm\.|classifier\.", k) for k in head):
-        return "hf", ""
-    if not bb and head:
-        return "mmseg", ""
-    raise ConversionError("cannot tell the checkpoint's layout; first keys: " + ", ".join(sorted(keys)[:8]))
+    raise ConversionError("cannot tell the checkpoint's layout (no ConvNeXt or Swin stem found); first keys: "
+                          + ", ".join(sorted(keys)[:8]))
+
+
+class Source:
+    """A parsed checkpoint: its layout and family, its tensors under our (mmseg) names, and every dropped key with
+    the reason. `origin` maps each target name to the source key(s) it came from."""
+
+    def __init__(self, layout: str, family: str, state: dict, origin: dict, dropped: list, notes: list[str]):
+        self.layout, self.family, self.state, self.origin = layout, family, state, origin
+        self.dropped, self.notes = dropped, notes
+
+    @property
+    def segmentation(self) -> bool:
+        return any(k.startswith("decode_head.") for k in self.state)
+
+    @property
+    def num_classes(self) -> int | None:
+        """The decode head's classes, or the ImageNet classifier's for a backbone."""
+        if "decode_head.conv_seg.weight" in self.state:
+            return int(self.state["decode_head.conv_seg.weight"].shape[0])
+        for k, why, shape in self.dropped:
+            if why == WHY_HEAD and k.endswith("weight") and len(shape) == 2:
+                return int(shape[0])
+        return None
+
+    def arch(self) -> dict:
+        """Widths, depths, heads and window read off the tensors."""
+        s = self.state
+        depths = []
+        for i in range(4):
+            pat = rf"^backbone\.stages\.{i}\.(blocks\.)?(\d+)\." if self.family == "swin" else \
+                rf"^backbone\.stages\.{i}\.(\d+)\."
+            depths.append(len({re.match(pat, k).groups()[-1] for k in s if re.match(pat, k)}))
+        if self.family == "convnext":
+            dims = [s[f"backbone.downsample_layers.{i}.{0 if i == 0 else 1}.weight"].shape[0]
+                    for i in range(4) if f"backbone.downsample_layers.{i}.{0 if i == 0 else 1}.weight" in s]
+            return {"dims": tuple(int(d) for d in dims), "depths": tuple(depths)}
+        embed = s.get("backbone.patch_embed.projection.weight")
+        heads, window = [], None
+        for i in range(4):
+            t = s.get(f"backbone.stages.{i}.blocks.0.attn.w_msa.relative_position_bias_table")
+            if t is not None:
+                heads.append(int(t.shape[1]))
+                window = (int(round(t.shape[0] ** 0.5)) + 1) // 2
+        return {"embed_dims": int(embed.shape[0]) if embed is not None else None, "depths": tuple(depths),
+                "num_heads": tuple(heads), "window_size": window}
+
+    def registry_matches(self) -> list[str]:
+        from . import MODELS
+        a = self.arch()
+        keys = ("dims", "depths") if self.family == "convnext" else ("embed_dims", "depths", "num_heads")
+        same = [n for n, c in MODELS.items() if c["backbone"] == self.family
+                and all(tuple(c[k]) == a[k] if isinstance(c[k], tuple) else c[k] == a[k] for k in keys)]
+        exact = [n for n in same if self.family == "convnext" or MODELS[n]["window_size"] == a["window_size"]]
+        return exact or same
+
+
+def parse(sd: dict, src: str = "auto") -> Source:
+    """Read a foreign state_dict's layout and rename it to mmseg names, accounting for every key."""
+    sd = _strip(sd)
+    head = {k: v for k, v in sd.items() if k.startswith(("decode_head.", "auxiliary_head."))}
+    bb: dict = {}
+    top: dict = {}
+    for k, v in sd.items():
+        if k in head:
+            continue
+        m = re.match(r"^(backbone|convnext|swin)\.(.*)$", k)  # mmseg / mmpretrain / HF UperNet; HF classification
+        if m:
+            bb[m.group(2)] = v
+        else:
+            top[k] = v
+    bb_prefix = {k: re.match(r"^(backbone|convnext|swin)\.", k).group(1) + "." for k in sd
+                 if k not in head and re.match(r"^(backbone|convnext|swin)\.", k)}
+    if not bb:
+        bb, top = top, {}  # a bare backbone: timm, official, mmseg's swin2mmseg output
+    if not bb:
+        raise ConversionError("the source has no backbone weights (only " + ", ".join(sorted(sd)[:4]) + ")")
+    layout, family = detect_layout(bb)
+    if layout == "mmseg" and any(k.startswith(("head.", "neck.")) for k in top):
+        layout = "mmpretrain"  # an mmcls / mmpretrain classifier: backbone. + neck. + head.
+    if src in ("mmseg", "mmpretrain") and layout in ("mmseg", "mmpretrain"):
+        layout = src  # a headless mmpretrain backbone has mmseg's names: the user's word decides
+    elif src != "auto" and src != layout:
+        raise ConversionError(f"--from {src} given, but the keys look like the {layout} layout "
+                              f"(e.g. {sorted(bb)[0]})")
+    # What may sit next to the backbone, per layout: HF classification heads; mmpretrain necks and heads; mmengine's
+    # data preprocessor (its mean/std are non-persistent today, older files may carry them).
+    allowed = {"hf": {"classifier.": WHY_HEAD},
+               "mmpretrain": {"head.": WHY_HEAD, "neck.": WHY_NECK, "data_preprocessor.": WHY_PREPROCESSOR},
+               "mmseg": {"data_preprocessor.": WHY_PREPROCESSOR}}.get(layout, {})
+    dropped = []
+    for k, v in top.items():
+        why = next((w for p, w in allowed.items() if k.startswith(p)), None)
+        if why is None:
+            raise ConversionError(f"unexpected keys outside backbone/decode_head/auxiliary_head for the {layout} "
+                                  "layout: " + ", ".join(sorted(k for k in top
+                                                                if not k.startswith(tuple(allowed)))[:10]))
+        dropped.append((k, why, tuple(v.shape)))
+    if layout == "hf":
+        mapped, more, notes = _hf_backbone(bb, family)
+        head = {_sub(k, _HF_HEAD): (k, v) for k, v in head.items()}
+    elif layout in ("timm", "official"):
+        mapped, more, notes = _official_or_timm_backbone(bb, family, layout)
+        head = {k: (k, v) for k, v in head.items()}
+    else:
+        mapped, more, notes = _mmseg_backbone(bb, family, layout)
+        head = {k: (k, v) for k, v in head.items()}
+
+    def full(k):  # a backbone key back to the name it has in the file
+        for p in ("backbone.", "convnext.", "swin."):
+            if p + k in bb_prefix:
+                return p + k
+        return k
+    dropped += [(full(k), why, shape) for k, why, shape in more]
+    state, origin = {}, {}
+    for k, (src_key, v) in list(((f"backbone.{k}", kv) for k, kv in mapped.items())) + list(head.items()):
+        state[k] = v
+        origin[k] = "+".join(full(s) for s in src_key.split("+"))
+    return Source(layout, family, state, origin, dropped, notes)
 
 
 def to_mmseg_layout(sd: dict, src: str = "auto", family: str | None = None) -> tuple[dict, str, str, list[str]]:
     """Rename a foreign state_dict to mmseg names. Returns (state_dict, layout, family, notes)."""
-    notes: list[str] = []
-    sd = _strip(sd)
-    head = {k: v for k, v in sd.items() if k.startswith(("decode_head.", "auxiliary_head."))}
-    rest = {k: v for k, v in sd.items() if k not in head}
-    bb: dict = {}
-    other: dict = {}
-    for k, v in rest.items():
-        m = re.match(r"^(backbone|convnext|swin)\.(.*)$", k)  # mmseg/HF-UperNet, HF classification models
-        if m:
-            bb[m.group(2)] = v
-        elif k.startswith("classifier."):
-            other[k] = v  # HF image-classification head
-        elif not head:
-            bb[k] = v  # a bare ImageNet backbone
-        else:
-            other[k] = v
-    if bb and all(k.startswith(("swin.", "convnext.")) or k.startswith("hidden_states_norms.") for k in bb):
-        bb = {re.sub(r"^(swin|convnext)\.", "", k): v for k, v in bb.items()}  # transformers 5 SwinBackbone
-    if "layernorm.weight" in bb and any(k.startswith("encoder.") for k in bb):
-        bb.pop("layernorm.weight"), bb.pop("layernorm.bias", None)  # HF's final (pooler) norm, unused by UperNet
-        notes.append("dropped HF's final layernorm (classification pooler norm, unused by UperNet)")
-    if other:
-        if all(k.startswith(("classifier.", "head.")) for k in other):
-            notes.append(f"dropped classification head {sorted(other)}")
-        else:
-            raise ConversionError("unexpected keys outside backbone/decode_head/auxiliary_head: "
-                                  + ", ".join(sorted(other)[:10]))
-    layout, fam = detect_layout(bb, head)
-    if src != "auto" and src != layout:
-        raise ConversionError(f"--from {src} given, but the keys look like the {layout} layout "
-                              f"(e.g. {sorted(bb or head)[0]})")
-    fam = fam or family or ""
-    if family and fam and family != fam:
-        raise ConversionError(f"the source is a {fam} checkpoint but the target model has a {family} backbone")
-    if layout == "hf":
-        bb = _hf_backbone(bb, fam, notes)
-        head = {_sub(k, _HF_HEAD): v for k, v in head.items()}
-    elif layout in ("timm", "official"):
-        bb = _official_or_timm_backbone(bb, fam, layout, notes)
-    else:
-        bb = {k: v for k, v in bb.items()}
-        dropped = [k for k in bb if k.startswith("head.")]  # mmcls/mmpretrain ImageNet classifier
-        for k in dropped:
-            bb.pop(k)
-        if dropped:
-            notes.append(f"dropped classification head {sorted(dropped)}")
-    out = {f"backbone.{k}": v for k, v in bb.items()}
-    out.update(head)
-    return out, layout, fam, notes
+    s = parse(sd, src)
+    if family and s.family != family:
+        raise ConversionError(f"the source is a {s.family} checkpoint but the target model has a {family} backbone")
+    return s.state, s.layout, s.family, s.notes + [dropped_summary(s.dropped)] if s.dropped else s.notes
+
+
+def dropped_summary(dropped: list) -> str:
+    """One line per reason, keys folded into patterns (digits → *) with counts, so every dropped key is named."""
+    by_why: dict[str, dict[str, int]] = {}
+    for k, why, _ in dropped:
+        pat = re.sub(r"\.\d+\.", ".*.", re.sub(r"\.\d+\.", ".*.", k))
+        by_why.setdefault(why, {}).setdefault(pat, 0)
+        by_why[why][pat] += 1
+    lines = [f"dropped {len(dropped)} source key(s):"]
+    for why, pats in by_why.items():
+        keys = ", ".join(f"{p} (×{n})" if n > 1 else p for p, n in pats.items())
+        lines.append(f"  {keys}: {why}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- fitting the target
 
-def fit_to_model(sd: dict, model: torch.nn.Module, notes: list[str]) -> dict:
-    """Match an mmseg-layout state_dict to `model`: regenerate index buffers, resize position tables, keep the
-    model's initialisation for absent heads / changed classifiers; raise ConversionError on anything else."""
+def fit(source: Source, model: torch.nn.Module) -> tuple[dict, list[str]]:
+    """Match a parsed source to `model`. Returns (state_dict that `model` loads strictly, notes).
+
+    Filled from the target, always: relative_position_index (a function of the window) and BatchNorm
+    num_batches_tracked counters when absent. A segmentation source (one with a decode head) must supply every other
+    tensor; only a class count change re-initialises the two classifiers. An ImageNet backbone leaves the heads at
+    their initialisation and the output norms it lacks at LayerNorm's identity. Anything else raises
+    ConversionError naming the keys."""
+    from .convnext import ConvNeXt
+    family = "convnext" if isinstance(model.backbone, ConvNeXt) else "swin"
+    if source.family != family:
+        raise ConversionError(f"the source is a {source.family} checkpoint but the target model "
+                              f"{getattr(model, 'model_name', '')} has a {family} backbone")
+    notes = [f"source layout: {source.layout} ({source.family}, "
+             f"{'segmentation checkpoint' if source.segmentation else 'ImageNet backbone'})"] + list(source.notes)
     own = model.state_dict()
-    out: dict = {}
-    sd = dict(sd)
+    sd = dict(source.state)
+    out: dict = {k: own[k] for k in own if k.endswith("relative_position_index")}
     resized: set[tuple[int, int]] = set()
-    for k in list(sd):
-        if k.endswith("relative_position_index"):
-            sd.pop(k)  # a function of the window size: always the target's
-    for k in [k for k in own if k.endswith("relative_position_index")]:
-        out[k] = own[k]
     for k, v in list(sd.items()):
         if k.endswith("relative_position_bias_table") and k in own and v.shape != own[k].shape \
                 and v.ndim == 2 and v.shape[1] == own[k].shape[1]:
@@ -352,64 +529,72 @@ def fit_to_model(sd: dict, model: torch.nn.Module, notes: list[str]) -> dict:
             # table side 2W - 1 → window W
             resized.add(((int(round(v.shape[0] ** 0.5)) + 1) // 2, (int(round(own[k].shape[0] ** 0.5)) + 1) // 2))
     for w_src, w_dst in sorted(resized):
-        notes.append(f"resized relative_position_bias_table(s) bicubically, window {w_src} → {w_dst}")
+        notes.append(f"resized relative_position_bias_table(s) bicubically, window {w_src} → {w_dst} "
+                     "(mmseg's SwinTransformer.init_weights rule)")
 
-    has_backbone = any(k.startswith("backbone.") for k in sd)
-    has_decode = any(k.startswith("decode_head.") for k in sd)
-    has_aux = any(k.startswith("auxiliary_head.") for k in sd)
-    if not has_backbone:
-        raise ConversionError("the source has no backbone weights")
-
-    # Classifiers with another class count: keep the target's fresh initialisation.
-    src_classes = sd["decode_head.conv_seg.weight"].shape[0] if "decode_head.conv_seg.weight" in sd else None
+    reinit: set[str] = set()
+    src_classes = source.num_classes if source.segmentation else None
     if src_classes is not None and src_classes != model.num_classes:
         for k in CLASSIFIERS:
             sd.pop(k, None)
         notes.append(f"source has {src_classes} classes, target {model.num_classes}: "
                      "decode_head.conv_seg and auxiliary_head.conv_seg re-initialised")
         reinit = set(CLASSIFIERS)
-    else:
-        reinit = set()
 
-    missing, unexpected, shapes, kept_init = [], [], [], []
+    missing, shapes, heads_init, norms_init = [], [], [], []
     for k, v in own.items():
         if k in out:
             continue
         if k in sd:
             if tuple(sd[k].shape) != tuple(v.shape):
-                shapes.append(f"{k}: {tuple(sd[k].shape)} in source vs {tuple(v.shape)} in model")
+                shapes.append(f"{k} ({source.origin.get(k, k)}): {tuple(sd[k].shape)} in source vs "
+                              f"{tuple(v.shape)} in model")
             out[k] = sd[k].to(v.dtype)
-        elif k in reinit or (k.startswith("decode_head.") and not has_decode) \
-                or (k.startswith("auxiliary_head.") and not has_aux) or k.endswith("num_batches_tracked"):
+        elif k in reinit or k.endswith("num_batches_tracked"):
             out[k] = v
-        elif re.match(r"^backbone\.norm\d\.(weight|bias)$", k):
-            out[k] = v  # ImageNet backbones carry no (timm/official) or only the last (mmcls) per-stage output norm
-            kept_init.append(k)
+        elif not source.segmentation and k.startswith(("decode_head.", "auxiliary_head.")):
+            out[k] = v
+            heads_init.append(k)
+        elif not source.segmentation and re.match(r"^backbone\.norm\d\.(weight|bias)$", k):
+            # ImageNet backbones carry no per-stage output norms (timm, official, HF) or only the last (mmpretrain):
+            # mmseg loads them non-strictly and the others keep LayerNorm's identity initialisation, as here.
+            out[k] = torch.ones_like(v) if k.endswith("weight") else torch.zeros_like(v)
+            norms_init.append(k)
         else:
             missing.append(k)
-    unexpected = [k for k in sd if k not in own]
+    unexpected = [f"{k} (from {source.origin.get(k, k)})" if source.origin.get(k, k) != k else k
+                  for k in sd if k not in own]
     from . import misfit_message
-    msg = misfit_message(f"the source does not fit {model.model_name}:", missing, unexpected, shapes,
-                         labels=("missing from source", "not in model"), limit=10)
+    what = "segmentation checkpoint" if source.segmentation else "source"
+    msg = misfit_message(f"the {what} does not fit {getattr(model, 'model_name', type(model).__name__)}:",
+                         missing, unexpected, shapes, labels=("missing from source", "not in model"), limit=10)
     if msg:
+        if source.segmentation and missing:
+            msg += "\n  (a segmentation checkpoint must supply every tensor of the model, output norms included)"
         raise ConversionError(msg)
-    if not has_decode:
-        notes.append("backbone-only source: decode_head and auxiliary_head keep their initialisation")
-    elif not has_aux:
-        notes.append("the source has no auxiliary head: auxiliary_head keeps its initialisation")
-    if kept_init:
-        names = sorted({k.split(".")[1] for k in kept_init})
-        notes.append(f"the source lacks output norm(s) {', '.join(names)}: they keep their initialisation")
+    if heads_init:
+        notes.append("ImageNet backbone: decode_head and auxiliary_head keep their initialisation")
+    if norms_init:
+        names = sorted({k.split(".")[1] for k in norms_init})
+        notes.append(f"ImageNet backbone without output norm(s) {', '.join(names)}: LayerNorm's initialisation "
+                     "(weight 1, bias 0), as mmseg leaves them")
+    return out, notes
+
+
+def fit_to_model(sd: dict, model: torch.nn.Module, notes: list[str]) -> dict:
+    """Backward-compatible wrapper: fit an mmseg-layout state_dict (see fit)."""
+    out, more = fit(parse(sd, "mmseg"), model)
+    notes.extend(more[1:])
     return out
 
 
 def convert(sd: dict, model: torch.nn.Module, src: str = "auto") -> tuple[dict, list[str]]:
-    """Foreign state_dict → state_dict that `model` loads strictly, and the list of notes on what was done."""
-    from .convnext import ConvNeXt
-    family = "convnext" if isinstance(model.backbone, ConvNeXt) else "swin"
-    mm, layout, _, notes = to_mmseg_layout(sd, src, family)
-    notes.insert(0, f"source layout: {layout} ({family})")
-    out = fit_to_model(mm, model, notes)
+    """Foreign state_dict → state_dict that `model` loads strictly, and the notes on what was done (the first names
+    the layout; one lists every dropped key and why)."""
+    source = parse(sd, src)
+    out, notes = fit(source, model)
+    if source.dropped:
+        notes.append(dropped_summary(source.dropped))
     return out, notes
 
 
@@ -419,6 +604,37 @@ def source_num_classes(sd: dict) -> int | None:
             if kk.endswith(k):
                 return int(v.shape[0])
     return None
+
+
+def inspect(source: Source, info: dict | None = None) -> str:
+    """What --inspect prints: layout, family, size, window, class count, and what a conversion drops and fills."""
+    a = source.arch()
+    matches = source.registry_matches()
+    size = ", ".join(matches) if matches else "no registry model has these widths/depths"
+    if source.family == "convnext":
+        shape = f"dims {a['dims']}, depths {a['depths']}"
+        window = "-"
+    else:
+        shape = f"embed {a['embed_dims']}, depths {a['depths']}, heads {a['num_heads']}"
+        window = str(a["window_size"])
+    c = source.num_classes
+    aux = any(k.startswith("auxiliary_head.") for k in source.state)
+    kind = f"segmentation checkpoint (decode head, {'auxiliary head' if aux else 'no auxiliary head'})" \
+        if source.segmentation else "ImageNet backbone"
+    lines = [f"layout:   {source.layout}" + (f" (container: {info['container']})" if info else ""),
+             f"family:   {source.family} ({shape})",
+             f"size:     {size}",
+             f"window:   {window}",
+             f"classes:  {c if c is not None else 'unknown (no classifier)'}"
+             + ("" if source.segmentation or c is None else " (ImageNet head, dropped)"),
+             f"kind:     {kind}",
+             f"tensors:  {len(source.state)} kept under our names"]
+    lines += source.notes
+    lines.append(dropped_summary(source.dropped) if source.dropped else "dropped nothing")
+    if not source.segmentation:
+        lines.append("a conversion initialises decode_head and auxiliary_head, and any output norm (norm0..3) the "
+                     "source lacks at LayerNorm's initialisation (weight 1, bias 0)")
+    return "\n".join(lines)
 
 
 def save_atomic(obj: object, dst: str) -> None:
@@ -438,32 +654,53 @@ def save_atomic(obj: object, dst: str) -> None:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("python -m models.convert", description=__doc__.split("\n\n")[0])
     p.add_argument("src", help="checkpoint file, or an HF model directory")
-    p.add_argument("dst", help="output torch file")
-    p.add_argument("--model", required=True, help="registry name, e.g. upernet_convnext_tiny")
+    p.add_argument("dst", nargs="?", help="output torch file (not with --inspect)")
+    p.add_argument("--model", help="registry name, e.g. upernet_convnext_tiny (required unless --inspect)")
     p.add_argument("--from", dest="src_layout", default="auto", choices=LAYOUTS)
     p.add_argument("--num-classes", type=int, default=None,
                    help=f"default: the source's class count, or {NUM_CLASSES} for a backbone-only source")
+    p.add_argument("--inspect", action="store_true",
+                   help="print the source's layout, family, size, window, classes and what a conversion drops; "
+                        "write nothing (with --model: also check that it fits)")
     return p
 
 
 def main(args: argparse.Namespace) -> int:
     from . import MODELS, build_model
-    if args.model not in MODELS:
+    if not args.inspect and (args.dst is None or args.model is None):
+        print("error: SRC DST --model NAME are required (or SRC --inspect)", file=sys.stderr)
+        return 2
+    if args.inspect and args.dst is not None:
+        print("error: --inspect writes nothing: drop DST", file=sys.stderr)
+        return 2
+    if args.model is not None and args.model not in MODELS:
         print(f"error: unknown model {args.model!r}; choose from {', '.join(MODELS)}", file=sys.stderr)
         return 2
     try:
         sd, info = read_checkpoint(args.src)
-        c = args.num_classes or source_num_classes(sd) or NUM_CLASSES
+        source = parse(sd, args.src_layout)
+        if args.inspect:
+            print(inspect(source, info))
+            if args.model is None:
+                return 0
+        c = args.num_classes or (source.num_classes if source.segmentation else None) or NUM_CLASSES
         torch.manual_seed(0)
         model = build_model(args.model, c)
-        out, notes = convert(sd, model, args.src_layout)
+        out, notes = fit(source, model)
         model.load_state_dict(out, strict=True)  # the promise: build_model(NAME, C) loads it strictly
     except ConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    save_atomic({"model": out, "model_name": args.model, "num_classes": c}, args.dst)
-    for n in notes:
+        print(f"error: {args.src}: {e}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError, ValueError) as e:
+        print(f"error: {args.src}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    for n in notes[:1] + ([] if args.inspect else [dropped_summary(source.dropped)] if source.dropped else []) \
+            + notes[1:]:
         print(f"note: {n}")
+    if args.inspect:
+        print(f"fits {args.model} with {c} classes (nothing written)")
+        return 0
+    save_atomic({"model": out, "model_name": args.model, "num_classes": c}, args.dst)
     print(f"wrote {args.dst}: {args.model}, {c} classes, {len(out)} tensors")
     return 0
 
