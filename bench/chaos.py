@@ -6,9 +6,9 @@ with the same command until it is done; its final weights must equal an uninterr
     python -m bench.chaos --trials 1 --seed 1234     # replay one failing trial by the seed it printed
 
 Each trial runs `torchrun --standalone --nproc_per_node 2 train.py ... --workers 1 --grad-accum 2 --resume` (one
-command for the first start and every restart, as a pre-emptible job's script would) on tiny demo data (8 steps of
-crop 64, validation after steps 4 and 8, last.pt every 3), and before each of its
-first 1-2 starts picks
+process with --nproc 1 / CHAOS_NPROC=1) on tiny demo data (8 steps of crop 64, validation after steps 4 and 8,
+last.pt every 3): one command for the first start and every restart, as a pre-emptible job's script would. Before
+each of its first 1-2 starts it picks
     a fault:  SIGTERM to the torchrun launcher (a scheduler's stop; torchrun forwards it to every rank's process group)
               or SIGKILL to every process of the job (launcher, ranks, DataLoader workers: a node lost), and
     a moment: a random time after launch (often before the first checkpoint, even while torch imports), after a random
@@ -39,8 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
 ITERS, EVAL, CKPT = 8, 4, 3
-TRAIN = ["--model", "upernet_convnext_demo", "--crop-size", "64", "--batch-size", "1", "--grad-accum", "2",
-         "--workers", "1", "--iters", str(ITERS), "--eval-interval", str(EVAL), "--ckpt-interval", str(CKPT), "--keep-ckpts", "1",
+TRAIN = ["--model", "upernet_convnext_demo", "--crop-size", "64", "--grad-accum", "2", "--workers", "1",
+         "--iters", str(ITERS), "--eval-interval", str(EVAL), "--ckpt-interval", str(CKPT), "--keep-ckpts", "1",
          "--warmup-iters", "1", "--lr", "1e-3", "--log-interval", "1", "--no-progress", "--seed", "0"]
 MOMENTS = ("time", "step", "val", "save")
 
@@ -51,9 +51,13 @@ def make_demo(root: str) -> None:
                         "2", "--size", "64", "--seed", "3"], cwd=ROOT, check=True, capture_output=True)
 
 
+NPROC = int(os.environ.get("CHAOS_NPROC", "2"))
+
+
 def command(demo: str, out: str) -> list[str]:
-    return [TORCHRUN, "--standalone", "--nproc_per_node", "2", "train.py", "--data-root", demo, "--out", out,
-            *TRAIN, "--resume"]
+    """The job's one command (global batch 2: one image per rank with 2 processes, two with one)."""
+    return [TORCHRUN, "--standalone", "--nproc_per_node", str(NPROC), "train.py", "--data-root", demo, "--out", out,
+            *TRAIN, "--batch-size", str(2 // NPROC), "--resume"]
 
 
 def descendants(pid: int) -> list[int]:
@@ -150,8 +154,8 @@ def trial(seed: int, demo: str, work: str, reference: dict, pause: float, timeou
         fault = None
         if k < n_faults:
             kind = rng.choice(MOMENTS)
-            target = {"time": rng.uniform(1.0, 25.0), "step": rng.randint(1, 2 * ITERS - 2),
-                      "val": rng.randint(1, 2), "save": rng.randint(1, 3)}[kind]
+            target = {"time": rng.uniform(1.0, 25.0), "step": rng.randint(1, NPROC * ITERS - 2),
+                      "val": rng.randint(1, NPROC), "save": rng.randint(1, 3)}[kind]
             fault = (rng.choice(["SIGTERM", "SIGKILL"]), kind, target)
         rc, hit, output = attempt(cmd, env, fault, os.path.join(work, f"trial{seed}.{k}.log"), timeout)
         if hit:
@@ -163,7 +167,8 @@ def trial(seed: int, demo: str, work: str, reference: dict, pause: float, timeou
             if fault[0] == "SIGTERM" and started and "SIGTERM: saved" not in output and "final val" not in output:
                 bad = bad or "no 'SIGTERM: saved'"
             if bad:
-                return delivered, survived, f"{fault[0]} at {fault[1]} {fault[2]}: {bad} (log {work}/trial{seed}.{k}.log)"
+                where = f"log {work}/trial{seed}.{k}.log"
+                return delivered, survived, f"{fault[0]} at {fault[1]} {fault[2]}: {bad} ({where})"
             survived += 1
             continue
         if rc != 0:
@@ -200,10 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=int(os.environ.get("CHAOS_TRIALS", "20")))
     p.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", "0")),
                    help="trial i uses seed + i; a failing trial's seed replays it alone (--trials 1 --seed S)")
-    p.add_argument("--work", default=None, help="folder for runs and logs (default: a temp folder, removed if all pass)")
+    p.add_argument("--work", default=None,
+                   help="folder for runs and logs (default: a temp folder, removed when every trial passes)")
     p.add_argument("--pause", type=float, default=1.0, help="TRASHSEG_CHAOS_PAUSE: seconds validation / writes hold")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one start may take")
+    p.add_argument("--nproc", type=int, choices=[1, 2], default=NPROC, help="processes per job (CHAOS_NPROC)")
     a = p.parse_args(argv)
+    globals()["NPROC"] = a.nproc
     import torch
     work = a.work or tempfile.mkdtemp(prefix="chaos_")
     os.makedirs(work, exist_ok=True)
@@ -231,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             failed.append(seed)
         print(f"trial {i + 1}/{a.trials} seed {seed}: {msg} ({time.monotonic() - t0:.0f} s)", flush=True)
-    print(f"faults survived {survived}/{faults}, bitwise-identical {identical}/{a.trials}")
+    print(f"faults survived {survived}/{faults}, bitwise-identical {identical}/{a.trials}"
+          + (" (1 process)" if a.nproc == 1 else ""))
     if failed:
         print(f"failing seeds: {' '.join(map(str, failed))} (replay: python -m bench.chaos --trials 1 --seed S; "
               f"logs in {work})")
