@@ -32,6 +32,7 @@ from data.transforms import TRAIN_DEFAULTS, build_transform
 from engine import checkpoint as ckpt
 from engine import dist as D
 from engine.evaluate import autocast, evaluate
+from engine.predict import Predictor, add_mode_args, mode_kwargs
 from engine.log import MetricsLog, atomic_write_text, plot_curves
 from engine.schedule import lr_factor
 from engine.syncbn import convert_sync_batchnorm
@@ -85,6 +86,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop-after", type=int, default=0,
                    help="save and exit after this many iterations of this invocation (time-sliced jobs)")
     g.add_argument("--eval-interval", type=int, default=2000)
+    add_mode_args(g, prefix="val-")  # validation's test mode: --val-mode slide --val-crop-size --val-stride
     g.add_argument("--ckpt-interval", type=int, default=2000)
     g.add_argument("--keep-ckpts", type=int, default=3, help="periodic iter_N.pt files kept")
     g.add_argument("--log-interval", type=int, default=10)
@@ -168,6 +170,11 @@ def main(args: argparse.Namespace) -> float:
     info = D.init(args.device)
     dev = info.device
     log = print if info.is_main else (lambda *a, **k: None)
+    try:
+        val_mode = mode_kwargs(args, "val-")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     if args.batch_size * info.world_size < 2:
         # The PPM's 1×1 pooling branch leaves one value per channel for its BatchNorm, which then cannot train
         # (torch's "Expected more than 1 value per channel"); SyncBN over several processes counts them all.
@@ -317,7 +324,9 @@ def main(args: argparse.Namespace) -> float:
             return math.nan
         vl = build_eval_loader(val_set, batch_size=1, workers=min(args.workers, 2), rank=info.rank,
                                world_size=info.world_size)
-        res = evaluate(fwd, vl, args.num_classes, dev, info, amp=args.amp, channels_last=args.channels_last,
+        # Predictor: whole or slide (--val-mode), and val images of any size (small ones padded for the backbone)
+        res = evaluate(Predictor(fwd, **val_mode), vl, args.num_classes, dev, info, amp=args.amp,
+                       channels_last=args.channels_last,
                        normalize=raw.normalize)
         rec = {"iter": it, "miou": res["miou"], "acc": res["acc"], "macc": res["macc"],
                "iou": [None if math.isnan(v) else round(v, 5) for v in res["iou"].tolist()]}
