@@ -117,7 +117,9 @@ def slide_child(a, dev, name, amp) -> None:
     t = time.perf_counter()
     slide_once(a.child, model, img, crop, stride, amp)
     dt = time.perf_counter() - t
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2**20
+    # VmHWM: this process's own peak RSS (ru_maxrss also counts the parent's RSS at fork)
+    hwm = int([ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0].split()[1]) * 1024
+    peak = (hwm - base) / 2**20
     print(json.dumps({"s": dt, "peak_mib": peak}))
 
 
