@@ -43,6 +43,10 @@ endif
 FOLDS ?= 5
 ROUNDS ?= 2
 TTA ?= 0
+MODE ?= whole
+CROP ?=
+STRIDE ?=
+MODE_ARGS = $(if $(filter slide,$(MODE)),--mode slide $(if $(CROP),--crop-size $(CROP)) $(if $(STRIDE),--stride $(STRIDE)))
 RUNS ?=
 
 help:
@@ -83,7 +87,7 @@ cv: $(STAMP) ext $(DATA_DEP)
 # The competition CSV from the run's best checkpoint, validated before success is declared.
 submit: $(STAMP) ext $(DATA_DEP)
 	$(RUN) infer.py --ckpt $(EXP)/best.pt --data-root $(DATA_ROOT) --json test.json \
-	  --out $(EXP)/submission.csv $(if $(filter 1,$(TTA)),--tta) $(ARGS)
+	  --out $(EXP)/submission.csv $(if $(filter 1,$(TTA)),--tta) $(MODE_ARGS) $(ARGS)
 	$(PY) -m data.submission $(EXP)/submission.csv --json $(DATA_ROOT)/test.json
 
 # Round 0 trains on the labels; round r labels test (+ extra) with round r-1's best model and trains a student
@@ -102,7 +106,7 @@ pseudo: $(STAMP) ext $(DATA_DEP)
 ensemble: $(STAMP) ext $(DATA_DEP)
 	test -n "$(RUNS)" || { echo 'usage: make ensemble RUNS="runs/a runs/b"'; exit 2; }
 	for r in $(RUNS); do $(RUN) infer.py --ckpt $$r/best.pt --data-root $(DATA_ROOT) --json test.json --out '' \
-	  $(if $(filter 1,$(TTA)),--tta) --save-probs $$r/probs_test || exit 1; done
+	  $(if $(filter 1,$(TTA)),--tta) $(MODE_ARGS) --save-probs $$r/probs_test || exit 1; done
 	$(PY) ensemble.py soft --probs $(foreach r,$(RUNS),$(r)/probs_test) --data-root $(DATA_ROOT) \
 	  --json test.json --out $(EXP)/ensemble.csv
 

@@ -31,7 +31,7 @@ from data.submission import (OrderedSubmission, SubmissionError, expected_ids, f
                              validate)
 from engine import dist as D
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
-from engine.predict import TTA_RATIOS, tta_accumulate
+from engine.predict import TTA_RATIOS, add_mode_args, mode_kwargs, tta_accumulate
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -45,6 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", type=int, nargs="+", default=None,
                    help="explicit longer-side sizes of the views (instead of --tta's ratios)")
     p.add_argument("--flip", action="store_true", help="add horizontally flipped views")
+    add_mode_args(p)  # --mode whole|slide --crop-size --stride (mmseg test_cfg)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
@@ -74,6 +75,11 @@ def main(args: argparse.Namespace) -> dict:
     info = D.init(args.device)
     dev = info.device
     amp = ("bf16" if dev.type == "cuda" else "none") if args.amp == "auto" else args.amp
+    try:
+        mode = mode_kwargs(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     json_path = args.json if (os.path.isabs(args.json) or os.path.exists(args.json)) \
         else os.path.join(args.data_root, args.json)
     out = args.out if args.out is not None else os.path.join(os.path.dirname(os.path.abspath(args.ckpt)),
@@ -135,9 +141,9 @@ def main(args: argparse.Namespace) -> dict:
                         cm_single.add_(ops.confusion_matrix(logits, mask, C))
                         seen_native.append(True)
 
-                acc = tta_accumulate([model], img, scales, flip, amp, args.channels_last, on_view=on_view)
+                acc = tta_accumulate([model], img, scales, flip, amp, args.channels_last, on_view=on_view, **mode)
                 if args.eval and not seen_native:  # no native-size view among the scales: run one
-                    tta_accumulate([model], img, [None], False, amp, args.channels_last, on_view=on_view)
+                    tta_accumulate([model], img, [None], False, amp, args.channels_last, on_view=on_view, **mode)
                 labels, _ = acc.argmax()  # (b, h, w)
                 if args.eval:
                     cm_tta.add_(ops.confusion_matrix(labels, mask, C))

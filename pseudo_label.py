@@ -25,7 +25,7 @@ from data.loader import build_eval_loader
 from engine import dist as D
 from data.io import atomic_write_text, output_collisions, output_relpath, write_palette_png
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
-from engine.predict import TTA_RATIOS, tta_accumulate
+from engine.predict import TTA_RATIOS, add_mode_args, mode_kwargs, tta_accumulate
 
 DEFAULT_THRESHOLD = 0.6  # README "Pseudo-labelling": the kept-label mIoU peaks here on held-out data
 
@@ -42,6 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"views at {TTA_RATIOS} × the longer side (256..640 for 512 px) × horizontal flip")
     p.add_argument("--scales", type=int, nargs="+", default=None)
     p.add_argument("--flip", action="store_true")
+    add_mode_args(p)  # --mode whole|slide --crop-size --stride (mmseg test_cfg)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
@@ -55,6 +56,11 @@ def main(args: argparse.Namespace) -> dict:
     info = D.init(args.device)
     dev = info.device
     amp = ("bf16" if dev.type == "cuda" else "none") if args.amp == "auto" else args.amp
+    try:
+        mode = mode_kwargs(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     out = os.path.abspath(args.out)
     root = os.path.abspath(args.data_root)
     if out == root or out.startswith(root + os.sep):
@@ -100,7 +106,7 @@ def main(args: argparse.Namespace) -> dict:
             if errors[j]:  # a worker could not load it (--skip-invalid): no label rather than a wrong one
                 skipped.append(errors[j])
                 continue
-            acc = tta_accumulate(teachers, img_b[j:j + 1, :, :h, :w], scales, flip, amp)
+            acc = tta_accumulate(teachers, img_b[j:j + 1, :, :h, :w], scales, flip, amp, **mode)
             labels, maxp = acc.argmax()  # (1, h, w), (1, h, w)
             labels, maxp = labels[0].long().cpu(), maxp[0].float().cpu()
             low = maxp < args.threshold
@@ -136,7 +142,7 @@ def main(args: argparse.Namespace) -> dict:
     if info.is_main:
         doc = {
             "info": {"description": "trashseg pseudo-labels", "teachers": [os.path.abspath(c) for c in args.ckpt],
-                     "threshold": args.threshold, "scales": scales, "flip": flip,
+                     "threshold": args.threshold, "scales": scales, "flip": flip, "test_mode": mode,
                      "sources": [os.path.abspath(j) for j in jsons], "ignored_share": total_ign,
                      "ignored_share_per_class": share},
             "images": [rec for _, rec in entries],

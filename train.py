@@ -49,6 +49,7 @@ from engine import checkpoint as ckpt
 from engine import dist as D
 from engine.cli import cli_errors
 from engine.evaluate import autocast, evaluate
+from engine.predict import Predictor, add_mode_args, mode_kwargs
 from engine.log import MetricsLog, atomic_write_text, plot_curves
 from engine.schedule import lr_factor
 from engine.syncbn import convert_sync_batchnorm
@@ -102,6 +103,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop-after", type=int, default=0,
                    help="save and exit after this many iterations of this invocation (time-sliced jobs)")
     g.add_argument("--eval-interval", type=int, default=2000)
+    add_mode_args(g, prefix="val-")  # validation's test mode: --val-mode slide --val-crop-size --val-stride
     g.add_argument("--ckpt-interval", type=int, default=2000)
     g.add_argument("--keep-ckpts", type=int, default=3, help="periodic iter_N.pt files kept")
     g.add_argument("--log-interval", type=int, default=10)
@@ -200,6 +202,7 @@ class Run:
     start_sample: int = 0  # global samples consumed before start_iter
     best: float = -1.0
     miou: float = math.nan
+    val_mode: dict = None  # engine.predict's mode_kwargs for validation (--val-mode whole|slide)
 
     @property
     def global_batch(self) -> int:
@@ -212,6 +215,10 @@ def set_up(args: argparse.Namespace) -> Run:
     info = D.init(args.device)
     signal.signal(signal.SIGTERM, _request_stop)  # again for callers of main() (tests); a no-op for the script
     run = Run(args, info, print if info.is_main else (lambda *a, **k: None))
+    try:
+        run.val_mode = mode_kwargs(args, "val-")
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     if args.batch_size * info.world_size < 2:
         # The PPM's 1×1 pooling branch leaves one value per channel for its BatchNorm, which then cannot train
         # (torch's "Expected more than 1 value per channel"); SyncBN over several processes counts them all.
@@ -446,11 +453,12 @@ def validate(run: Run, it: int) -> float:
                            world_size=info.world_size)
     if chaos.DIR:
         vl = _marked(vl)
-    # The unwrapped model (weights are equal on every rank): DDP's first forward after a training step
+    # Predictor: whole or slide (--val-mode), and val images of any size (small ones padded for the backbone).
+    # It wraps the unwrapped model (weights are equal on every rank): DDP's first forward after a training step
     # broadcasts buffers, a collective that a rank with no validation images (fewer images than processes)
     # never joined, so the others hung there.
-    res = evaluate(run.raw, vl, args.num_classes, info.device, info, amp=args.amp, channels_last=args.channels_last,
-                   normalize=run.raw.normalize)
+    res = evaluate(Predictor(run.raw, **run.val_mode), vl, args.num_classes, info.device, info, amp=args.amp,
+                   channels_last=args.channels_last, normalize=run.raw.normalize)
     rec = {"iter": it, "miou": res["miou"], "acc": res["acc"], "macc": res["macc"],
            "iou": [None if math.isnan(v) else round(v, 5) for v in res["iou"].tolist()]}
     if info.is_main:

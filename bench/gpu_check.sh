@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make gpu-check: one prepared run for a machine with a CUDA GPU.
 #   1. environment, 2. build the CUDA ops (csrc.build --cuda), 3. the CUDA tests (pytest -m gpu: ops, models),
-#   4. GPU benchmarks (ops, TTA inference, training, models), 5. the scripts end to end on CUDA (tests/test_gpu_e2e.py),
+#   4. GPU benchmarks (ops, TTA inference, slide inference, training, models), 5. the scripts end to end on CUDA (tests/test_gpu_e2e.py),
 #   6. the training benchmark with both models compiled; then ONE table: a row per step (status, seconds, last log
 #   line) and a row per benchmark result.
 # Logs and JSON go to $GPU_CHECK_OUT (default .cache/gpu_check). When the device tool sets $OUT, the end also writes
@@ -111,6 +111,9 @@ fi
 step test_cuda 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_ops.py tests/test_models.py
 step bench_ops 90 "$PY" bench/bench_ops.py --device cuda --json "$LOG_DIR/bench_ops.json" --tsv "$TSV_DIR/bench_ops.tsv"
 step bench_infer 120 "$PY" bench/bench_infer.py --device cuda
+# slide inference: the CUDA slide_accumulate_ against the plain loop (tests), then a 4000x3000 photo with 512-px windows
+step test_slide_cuda 60 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_slide.py
+step bench_slide 120 "$PY" bench/bench_infer.py --mode slide --device cuda --height 3000 --width 4000 --repeats 3
 step bench_train 90 "$PY" bench/bench_train.py --device cuda
 step bench_models 90 "$PY" bench/bench_models.py --device cuda --iters 10 --warmup 3
 step test_e2e 200 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_e2e.py

@@ -3,6 +3,13 @@
 Only one view's logits are alive at a time: each view is resized, softmaxed, un-flipped and added into one running
 float32 (B, C, H, W) accumulator by csrc's fused kernel, so memory is bounded whatever the number of views
 (mmseg 1.x keeps every view's full-size map).
+
+Two test modes, as mmseg's test_cfg: mode="whole" runs each view through the model at once; mode="slide" runs it
+window by window (SPEC §4 "Slide inference": crop_size, stride), the window logits summed by csrc's
+slide_accumulate_ into one float32 view-size map that is divided in place by the window count and then merged like
+any view. Any image or view of >= 1 px works in both modes: inputs smaller than MIN_INPUT are padded (bottom/right,
+zero after normalisation, as mmseg's data preprocessor pads) and the logits cropped back, so no pad pixel reaches the
+output.
 """
 from __future__ import annotations
 
@@ -32,11 +39,14 @@ def view_size(h: int, w: int, scale: int | float | None) -> tuple[int, int]:
 @torch.no_grad()
 def tta_accumulate(models: Sequence[torch.nn.Module], img: torch.Tensor, scales: Sequence[int | None],
                    flip: bool, amp: str = "none", channels_last: bool = False,
-                   acc: "ops.TTAAccumulator | None" = None, on_view=None) -> "ops.TTAAccumulator":
+                   acc: "ops.TTAAccumulator | None" = None, on_view=None, mode: str = "whole",
+                   crop_size=None, stride=None, window_batch: int = 1) -> "ops.TTAAccumulator":
     """Feed every (model, scale, flip) view of a uint8 batch (B, 3, H, W) into one accumulator.
 
     Several models make a soft ensemble of teachers (each view weighs the same). `on_view(model_idx, scale, flipped,
     logits)` sees each view's logits before they are merged (infer.py uses it for the single-scale metric).
+    mode="slide" slides every view (scaled, flipped) on its own with crop_size / stride (predict_view); any view size
+    >= 1 px works in both modes.
     """
     b, _, h, w = img.shape
     num_classes = models[0].num_classes
@@ -49,12 +59,111 @@ def tta_accumulate(models: Sequence[torch.nn.Module], img: torch.Tensor, scales:
             x = x0 if (vh, vw) == (h, w) else F.interpolate(x0, size=(vh, vw), mode="bilinear", align_corners=False)
             for flipped in ((False, True) if flip else (False,)):
                 xv = x.flip(-1) if flipped else x
-                if channels_last:
-                    xv = xv.contiguous(memory_format=torch.channels_last)
-                with autocast(img.device, amp):
-                    logits = model(xv)  # (B, C, vh, vw)
+                logits = predict_view(model, xv, amp, channels_last, mode, crop_size, stride,
+                                      window_batch)  # (B, C, vh, vw)
                 if on_view is not None:
                     on_view(mi, s, flipped, logits)
                 acc.add(logits, flip=flipped)
                 del logits
     return acc
+
+
+# ---------------------------------------------------------------------------------------------------- whole / slide
+
+MIN_INPUT = 32  # ConvNeXt's stem (stride 4) and three stride-2 downsamplers floor the size: below 32 px stage 4
+#                 is empty and the conv fails. Swin pads itself; 32 is the largest output stride of every backbone.
+MODES = ("whole", "slide")
+SLIDE_CROP, SLIDE_STRIDE = 512, 341  # mmseg's 512x512 configs' test_cfg (the team's ConvNeXt-XL: 640 / 426)
+
+
+def forward_padded(model: torch.nn.Module, x: torch.Tensor, amp: str = "none",
+                   channels_last: bool = False) -> torch.Tensor:
+    """model(x) for a normalised (B, 3, h, w) input of any size >= 1: a side under MIN_INPUT is padded bottom/right
+    with 0 (the mean colour after normalisation) and the logits are cropped back to (B, C, h, w) (a view, no copy)."""
+    h, w = x.shape[-2:]
+    ph, pw = max(MIN_INPUT - h, 0), max(MIN_INPUT - w, 0)
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))  # (B, 3, max(h, 32), max(w, 32))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(x.device, amp):
+        logits = model(x)  # (B, C, H', W')
+    return logits[..., :h, :w] if (ph or pw) else logits
+
+
+def slide_logits(model: torch.nn.Module, x: torch.Tensor, crop_size, stride, amp: str = "none",
+                 channels_last: bool = False, window_batch: int = 1) -> torch.Tensor:
+    """mmseg's slide inference of a normalised (B, 3, h, w) input: float32 (B, C, h, w) mean window logits.
+
+    window_batch windows go through the model together (k*B images); mmseg runs one at a time (the default), which
+    bounds memory by one window's activations. The sum lives in ops.SlideAccumulator (one (B, C, h, w) float32 map;
+    no count plane, no padded per-window copy)."""
+    b, _, h, w = x.shape
+    wins = ops.slide_grid((h, w), crop_size, stride)
+    sa = None
+    for k in range(0, len(wins), window_batch):
+        xs = [x[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in wins[k:k + window_batch]]  # each (B, 3, eh, ew)
+        xw = xs[0] if len(xs) == 1 else torch.cat(xs)  # (k*B, 3, eh, ew)
+        logits = forward_padded(model, xw, amp, channels_last)  # (k*B, C, eh, ew)
+        if sa is None:  # C from the logits: works for wrapped (DDP, compiled) models too
+            sa = ops.SlideAccumulator(b, logits.shape[1], (h, w), crop_size, stride, x.device)
+        sa.add(logits)
+        del xw, xs, logits
+    return sa.logits()
+
+
+def predict_view(model: torch.nn.Module, x: torch.Tensor, amp: str = "none", channels_last: bool = False,
+                 mode: str = "whole", crop_size=None, stride=None, window_batch: int = 1) -> torch.Tensor:
+    """Logits (B, C, h, w) of one normalised view in `mode` (whole: the model's dtype; slide: float32)."""
+    if mode == "whole":
+        return forward_padded(model, x, amp, channels_last)
+    if mode == "slide":
+        return slide_logits(model, x, crop_size or SLIDE_CROP, stride or SLIDE_STRIDE, amp, channels_last,
+                            window_batch)
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+class Predictor(torch.nn.Module):
+    """model(x) in a test mode, for code that calls a model on normalised batches (train.py's validation through
+    engine.evaluate): Predictor(model, "slide", 512, 341)(x) -> logits (B, C, h, w), any input size."""
+
+    def __init__(self, model: torch.nn.Module, mode: str = "whole", crop_size=None, stride=None, amp: str = "none",
+                 channels_last: bool = False):
+        super().__init__()
+        self.model, self.mode, self.crop_size, self.stride = model, mode, crop_size, stride
+        self.amp, self.channels_last = amp, channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return predict_view(self.model, x, self.amp, self.channels_last, self.mode, self.crop_size, self.stride)
+
+
+def add_mode_args(p, prefix: str = "") -> None:
+    """--{prefix}mode / --{prefix}crop-size / --{prefix}stride on an argparse parser (infer, pseudo_label, train)."""
+    p.add_argument(f"--{prefix}mode", default="whole", choices=MODES,
+                   help="whole: each view at once; slide: windows of --crop-size every --stride px, logits averaged "
+                        "where they overlap (mmseg test_cfg mode='slide')")
+    p.add_argument(f"--{prefix}crop-size", type=int, nargs="+", default=None, metavar="C",
+                   help=f"slide window: C or H W (default {SLIDE_CROP})")
+    p.add_argument(f"--{prefix}stride", type=int, nargs="+", default=None, metavar="S",
+                   help=f"slide stride: S or H W (default {SLIDE_STRIDE}; at most the window)")
+
+
+def mode_kwargs(args, prefix: str = "") -> dict:
+    """dict(mode=, crop_size=, stride=) from add_mode_args' flags; ValueError with the flag's name if invalid."""
+    a = prefix.replace("-", "_")
+    mode = getattr(args, f"{a}mode")
+    crop, stride = getattr(args, f"{a}crop_size"), getattr(args, f"{a}stride")
+    if mode != "slide":
+        if crop or stride:
+            raise ValueError(f"--{prefix}crop-size / --{prefix}stride need --{prefix}mode slide")
+        return {"mode": mode}
+    pair = []
+    for name, v, default in (("crop-size", crop, SLIDE_CROP), ("stride", stride, SLIDE_STRIDE)):
+        v = v or [default]
+        if len(v) > 2 or min(v) < 1:
+            raise ValueError(f"--{prefix}{name} takes one or two positive ints, got {' '.join(map(str, v))}")
+        pair.append((v[0], v[-1]))
+    if pair[1][0] > pair[0][0] or pair[1][1] > pair[0][1]:
+        raise ValueError(f"--{prefix}stride {pair[1]} is larger than --{prefix}crop-size {pair[0]}: "
+                         "pixels between windows would get no prediction")
+    return {"mode": mode, "crop_size": pair[0], "stride": pair[1]}
