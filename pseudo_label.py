@@ -23,6 +23,7 @@ from data.classes import CLASSES, IGNORE_INDEX
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from engine import dist as D
+from engine.evaluate import resolve_amp
 from data.io import atomic_write_text, output_collisions, output_relpath, write_palette_png
 from engine.predict import TTA_RATIOS, tta_accumulate
 
@@ -43,7 +44,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],
+                   help="auto: bf16 on CUDA and on a CPU with native bf16 (avx512_bf16/amx_bf16), else fp32 (none)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each view's forward with the fused merge")
     p.add_argument("--device", default="auto")
     return p
 
@@ -51,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     info = D.init(args.device)
     dev = info.device
-    amp = ("bf16" if dev.type == "cuda" else "none") if args.amp == "auto" else args.amp
+    amp = resolve_amp(args.amp, dev)  # auto: bf16 on CUDA and on a CPU with native bf16, else fp32
     out = os.path.abspath(args.out)
     root = os.path.abspath(args.data_root)
     if out == root or out.startswith(root + os.sep):
@@ -95,7 +98,7 @@ def main(args: argparse.Namespace) -> dict:
         img_b = batch["image"].to(dev, non_blocking=True)  # (B, 3, H, W) uint8
         sizes = batch.get("sizes") or [tuple(img_b.shape[-2:])] * img_b.shape[0]
         for j, (h, w) in enumerate(sizes):
-            acc = tta_accumulate(teachers, img_b[j:j + 1, :, :h, :w], scales, flip, amp)
+            acc = tta_accumulate(teachers, img_b[j:j + 1, :, :h, :w], scales, flip, amp, compile=args.compile)
             labels, maxp = acc.argmax()  # (1, h, w), (1, h, w)
             labels, maxp = labels[0].long().cpu(), maxp[0].float().cpu()
             low = maxp < args.threshold

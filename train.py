@@ -31,7 +31,7 @@ from data.loader import build_eval_loader, build_train_loader
 from data.transforms import TRAIN_DEFAULTS, build_transform
 from engine import checkpoint as ckpt
 from engine import dist as D
-from engine.evaluate import autocast, evaluate
+from engine.evaluate import autocast, evaluate, resolve_amp
 from engine.log import MetricsLog, atomic_write_text, plot_curves
 from engine.schedule import lr_factor
 from engine.syncbn import convert_sync_batchnorm
@@ -71,7 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("speed")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"], help="auto: bf16 on CUDA")
     g.add_argument("--channels-last", action="store_true")
-    g.add_argument("--compile", action="store_true")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (validation: with the fused metric)")
     g.add_argument("--grad-checkpointing", action="store_true", help="trade compute for memory (large backbones)")
     g.add_argument("--device", default="auto")
     g = p.add_argument_group("run")
@@ -113,6 +113,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, k, rec[k])
     if args.drop_path is None:
         args.drop_path = rec.get("drop_path_rate", 0.0)
+    # validation's own auto: bf16 also on a CPU with native bf16 (inference only; training keeps fp32 there)
+    args.val_amp = args.amp
     if args.amp == "auto":
         # startswith: "--device cuda:1" is CUDA too (was left at fp32)
         args.amp = "bf16" if ((args.device == "auto" or args.device.startswith("cuda")) and torch.cuda.is_available()) \
@@ -317,8 +319,8 @@ def main(args: argparse.Namespace) -> float:
             return math.nan
         vl = build_eval_loader(val_set, batch_size=1, workers=min(args.workers, 2), rank=info.rank,
                                world_size=info.world_size)
-        res = evaluate(fwd, vl, args.num_classes, dev, info, amp=args.amp, channels_last=args.channels_last,
-                       normalize=raw.normalize)
+        res = evaluate(fwd, vl, args.num_classes, dev, info, amp=resolve_amp(args.val_amp, dev),
+                       channels_last=args.channels_last, normalize=raw.normalize, compile=args.compile)
         rec = {"iter": it, "miou": res["miou"], "acc": res["acc"], "macc": res["macc"],
                "iou": [None if math.isnan(v) else round(v, 5) for v in res["iou"].tolist()]}
         if info.is_main:

@@ -29,15 +29,37 @@ def view_size(h: int, w: int, scale: int | float | None) -> tuple[int, int]:
     return max(1, int(round(h * r))), max(1, int(round(w * r)))
 
 
+def _view_step(model: torch.nn.Module, xv: torch.Tensor, acc: "ops.TTAAccumulator", flipped: bool,
+               amp: str) -> torch.Tensor:
+    with autocast(xv.device, amp):
+        logits = model(xv)  # (B, C, vh, vw)
+    acc.add(logits, flip=flipped)
+    return logits
+
+
+_compiled_steps: dict = {}
+
+
+def compiled_view_step():
+    """torch.compile of one view's forward + the accumulator's fused add, one graph (the ops have fake kernels and
+    no Python-side graph break). Shapes are marked dynamic after the first recompile, so the TTA scales share code."""
+    if "step" not in _compiled_steps:
+        _compiled_steps["step"] = torch.compile(_view_step)
+    return _compiled_steps["step"]
+
+
 @torch.no_grad()
 def tta_accumulate(models: Sequence[torch.nn.Module], img: torch.Tensor, scales: Sequence[int | None],
                    flip: bool, amp: str = "none", channels_last: bool = False,
-                   acc: "ops.TTAAccumulator | None" = None, on_view=None) -> "ops.TTAAccumulator":
+                   acc: "ops.TTAAccumulator | None" = None, on_view=None,
+                   compile: bool = False) -> "ops.TTAAccumulator":
     """Feed every (model, scale, flip) view of a uint8 batch (B, 3, H, W) into one accumulator.
 
     Several models make a soft ensemble of teachers (each view weighs the same). `on_view(model_idx, scale, flipped,
-    logits)` sees each view's logits before they are merged (infer.py uses it for the single-scale metric).
+    logits)` sees each view's logits after they are merged (infer.py uses it for the single-scale metric).
+    compile=True runs each view's forward and merge through torch.compile (compiled_view_step).
     """
+    step = compiled_view_step() if compile else _view_step
     b, _, h, w = img.shape
     num_classes = models[0].num_classes
     if acc is None:
@@ -51,10 +73,8 @@ def tta_accumulate(models: Sequence[torch.nn.Module], img: torch.Tensor, scales:
                 xv = x.flip(-1) if flipped else x
                 if channels_last:
                     xv = xv.contiguous(memory_format=torch.channels_last)
-                with autocast(img.device, amp):
-                    logits = model(xv)  # (B, C, vh, vw)
+                logits = step(model, xv, acc, flipped, amp)  # (B, C, vh, vw), already added into acc
                 if on_view is not None:
                     on_view(mi, s, flipped, logits)
-                acc.add(logits, flip=flipped)
                 del logits
     return acc
