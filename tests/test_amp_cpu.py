@@ -35,10 +35,10 @@ def test_bf16_trains_and_infers_end_to_end_on_cpu(tmp_path):
     --amp bf16 and --amp none on the same checkpoint: argmax agreement between them (printed; -s shows it)."""
     data = tmp_path / "demo"
     subprocess.run([PY, "-m", "data.demo", "--out", str(data), "--train", "4", "--val", "2", "--test", "2",
-                    "--extra", "0", "--size", "32", "--seed", "5"], cwd=ROOT, check=True, capture_output=True)
+                    "--extra", "0", "--size", "48", "--seed", "5"], cwd=ROOT, check=True, capture_output=True)
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     r = subprocess.run([PY, "train.py", "--data-root", str(data), "--out", str(tmp_path / "run"), "--model",
-                        "upernet_convnext_demo", "--crop-size", "32", "--batch-size", "2", "--workers", "0",
+                        "upernet_convnext_demo", "--crop-size", "48", "--batch-size", "2", "--workers", "0",
                         "--warmup-iters", "1", "--lr", "1e-3", "--iters", "3", "--eval-interval", "3",
                         "--ckpt-interval", "3", "--log-interval", "1", "--no-progress", "--amp", "bf16"],
                        cwd=ROOT, capture_output=True, text=True, env=env)
@@ -54,7 +54,7 @@ def test_bf16_trains_and_infers_end_to_end_on_cpu(tmp_path):
         from PIL import Image
         masks[amp] = np.concatenate([np.asarray(Image.open(os.path.join(d, f))).ravel()
                                      for d, _, fs in sorted(os.walk(out)) for f in sorted(fs) if f.endswith(".png")])
-    assert masks["bf16"].size == masks["none"].size == 2 * 32 * 32
+    assert masks["bf16"].size == masks["none"].size == 2 * 48 * 48
     agree = float((masks["bf16"] == masks["none"]).mean())
-    print(f"argmax agreement bf16 vs fp32 (3-iteration model, 2 val images of 32 px): {agree:.4f}")
+    print(f"argmax agreement bf16 vs fp32 (3-iteration model, 2 val images of 48 px): {agree:.4f}")
     assert agree >= 0.9, agree
