@@ -27,7 +27,7 @@ Semantics shared by both backends:
   computed on a horizontally flipped image), and averaged. NaN logits give NaN probabilities at that pixel. A
   dimension whose size is unchanged is copied (F.interpolate computes 1·x + 0·x there, so a ±inf logit became NaN):
   a -inf logit (a masked class) gives probability exactly 0, a +inf one a NaN pixel, as torch.softmax does; neither
-  reaches the neighbouring pixels.
+  reaches the neighbouring pixels. (CPU kernel and references; the CUDA kernel does not copy yet, see tta_kernel.)
 - float64 logits are argmaxed in float64 (confusion_matrix).
 - torch.compile: every op has a fake kernel and the wrappers do not break the graph (fullgraph=True works).
 - Autograd: none of the ops has a backward. tta_merge and TTAAccumulator.add refuse views that require grad (with
