@@ -31,6 +31,7 @@ from data.submission import (OrderedSubmission, SubmissionError, expected_ids, f
                              validate)
 from engine import dist as D
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
+from engine.evaluate import resolve_amp
 from engine.predict import TTA_RATIOS, add_mode_args, mode_kwargs, tta_accumulate
 
 
@@ -48,7 +49,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_mode_args(p)  # --mode whole|slide --crop-size --stride (mmseg test_cfg)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],
+                   help="auto: bf16 on CUDA and on a CPU with native bf16 (avx512_bf16/amx_bf16), else fp32 (none)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each view's forward with the fused merge")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--save-probs", default=None, metavar="DIR", help="per-image class probabilities (.npz)")
@@ -74,12 +77,13 @@ def report(name: str, res: dict) -> str:
 def main(args: argparse.Namespace) -> dict:
     info = D.init(args.device)
     dev = info.device
-    amp = ("bf16" if dev.type == "cuda" else "none") if args.amp == "auto" else args.amp
+    amp = resolve_amp(args.amp, dev)  # auto: bf16 on CUDA and on a CPU with native bf16, else fp32
     try:
         mode = mode_kwargs(args)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(f"error: {e}")
+    if args.compile and mode["mode"] != "whole":
+        sys.exit("error: --compile covers --mode whole only (the slide loop runs eagerly)")
     json_path = args.json if (os.path.isabs(args.json) or os.path.exists(args.json)) \
         else os.path.join(args.data_root, args.json)
     out = args.out if args.out is not None else os.path.join(os.path.dirname(os.path.abspath(args.ckpt)),
@@ -141,9 +145,11 @@ def main(args: argparse.Namespace) -> dict:
                         cm_single.add_(ops.confusion_matrix(logits, mask, C))
                         seen_native.append(True)
 
-                acc = tta_accumulate([model], img, scales, flip, amp, args.channels_last, on_view=on_view, **mode)
+                acc = tta_accumulate([model], img, scales, flip, amp, args.channels_last, on_view=on_view,
+                                     compile=args.compile, **mode)
                 if args.eval and not seen_native:  # no native-size view among the scales: run one
-                    tta_accumulate([model], img, [None], False, amp, args.channels_last, on_view=on_view, **mode)
+                    tta_accumulate([model], img, [None], False, amp, args.channels_last, on_view=on_view,
+                                   compile=args.compile, **mode)
                 labels, _ = acc.argmax()  # (b, h, w)
                 if args.eval:
                     cm_tta.add_(ops.confusion_matrix(labels, mask, C))

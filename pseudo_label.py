@@ -23,6 +23,7 @@ from data.classes import CLASSES, IGNORE_INDEX
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from engine import dist as D
+from engine.evaluate import resolve_amp
 from data.io import atomic_write_text, output_collisions, output_relpath, write_palette_png
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
 from engine.predict import TTA_RATIOS, add_mode_args, mode_kwargs, tta_accumulate
@@ -45,7 +46,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_mode_args(p)  # --mode whole|slide --crop-size --stride (mmseg test_cfg)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],
+                   help="auto: bf16 on CUDA and on a CPU with native bf16 (avx512_bf16/amx_bf16), else fp32 (none)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each view's forward with the fused merge")
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip unreadable/corrupt images and bad records (listed at the end; they get no pseudo-label)")
@@ -55,12 +58,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     info = D.init(args.device)
     dev = info.device
-    amp = ("bf16" if dev.type == "cuda" else "none") if args.amp == "auto" else args.amp
+    amp = resolve_amp(args.amp, dev)  # auto: bf16 on CUDA and on a CPU with native bf16, else fp32
     try:
         mode = mode_kwargs(args)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(f"error: {e}")
+    if args.compile and mode["mode"] != "whole":
+        sys.exit("error: --compile covers --mode whole only (the slide loop runs eagerly)")
     out = os.path.abspath(args.out)
     root = os.path.abspath(args.data_root)
     if out == root or out.startswith(root + os.sep):
@@ -106,7 +110,8 @@ def main(args: argparse.Namespace) -> dict:
             if errors[j]:  # a worker could not load it (--skip-invalid): no label rather than a wrong one
                 skipped.append(errors[j])
                 continue
-            acc = tta_accumulate(teachers, img_b[j:j + 1, :, :h, :w], scales, flip, amp, **mode)
+            acc = tta_accumulate(teachers, img_b[j:j + 1, :, :h, :w], scales, flip, amp,
+                                 compile=args.compile, **mode)
             labels, maxp = acc.argmax()  # (1, h, w), (1, h, w)
             labels, maxp = labels[0].long().cpu(), maxp[0].float().cpu()
             low = maxp < args.threshold

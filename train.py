@@ -48,7 +48,7 @@ from engine import chaos
 from engine import checkpoint as ckpt
 from engine import dist as D
 from engine.cli import cli_errors
-from engine.evaluate import autocast, evaluate
+from engine.evaluate import autocast, evaluate, resolve_amp
 from engine.predict import Predictor, add_mode_args, mode_kwargs
 from engine.log import MetricsLog, atomic_write_text, plot_curves
 from engine.schedule import lr_factor
@@ -89,7 +89,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("speed")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"], help="auto: bf16 on CUDA")
     g.add_argument("--channels-last", action="store_true")
-    g.add_argument("--compile", action="store_true")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (validation: with the fused metric)")
     g.add_argument("--grad-checkpointing", action="store_true", help="trade compute for memory (large backbones)")
     g.add_argument("--device", default="auto")
     g = p.add_argument_group("run")
@@ -132,6 +132,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, k, rec[k])
     if args.drop_path is None:
         args.drop_path = rec.get("drop_path_rate", 0.0)
+    # validation's own auto: bf16 also on a CPU with native bf16 (inference only; training keeps fp32 there)
+    args.val_amp = args.amp
     if args.amp == "auto":
         # startswith: "--device cuda:1" is CUDA too (was left at fp32)
         args.amp = "bf16" if ((args.device == "auto" or args.device.startswith("cuda")) and torch.cuda.is_available()) \
@@ -457,8 +459,10 @@ def validate(run: Run, it: int) -> float:
     # It wraps the unwrapped model (weights are equal on every rank): DDP's first forward after a training step
     # broadcasts buffers, a collective that a rank with no validation images (fewer images than processes)
     # never joined, so the others hung there.
-    res = evaluate(Predictor(run.raw, **run.val_mode), vl, args.num_classes, info.device, info, amp=args.amp,
-                   channels_last=args.channels_last, normalize=run.raw.normalize)
+    # --compile: forward + fused confusion matrix as one graph, in whole mode (the slide loop stays eager).
+    res = evaluate(Predictor(run.raw, **run.val_mode), vl, args.num_classes, info.device, info,
+                   amp=resolve_amp(args.val_amp, info.device), channels_last=args.channels_last,
+                   normalize=run.raw.normalize, compile=args.compile and run.val_mode["mode"] == "whole")
     rec = {"iter": it, "miou": res["miou"], "acc": res["acc"], "macc": res["macc"],
            "iou": [None if math.isnan(v) else round(v, 5) for v in res["iou"].tolist()]}
     if info.is_main:

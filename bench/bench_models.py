@@ -3,6 +3,7 @@
     python bench/bench_models.py                                   # CPU: ConvNeXt-T and Swin-T at 128 px, batch 2
     python bench/bench_models.py --models upernet_swin_tiny --size 256 --batch 4
     python bench/bench_models.py --device cuda                     # GPU (make gpu-check): bf16, channels_last, 512 px, batch 8
+    python bench/bench_models.py --infer                           # CPU inference, 512 px, batch 1, vs transformers
 
 Prints, per model, the median over alternating runs of inference (forward, no grad) and training-step (forward + CE loss with the 0.4 auxiliary term +
 backward + AdamW step) times for both implementations, the ratio (>1 means ours is faster), the max logit difference
@@ -135,6 +136,87 @@ def bench_one(name: str, args: argparse.Namespace) -> dict:
     return res
 
 
+def time_interleaved(fns: dict, iters: int, warmup: int) -> dict:
+    """Median seconds per call of each function, called in turn each round so that load from other processes
+    falls on all of them alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    ts = {k: [] for k in fns}
+    for _ in range(iters):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in ts.items()}
+
+
+def matmul_peak(dtype: torch.dtype, n: int, reps: int = 3) -> float:
+    """FLOP/s of a timed n x n matmul (best of reps): the machine's attainable peak for that precision."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def bench_infer(args: argparse.Namespace) -> int:
+    """CPU inference: ours as infer.py runs it (--amp auto: bf16 autocast where the CPU has native bf16, else fp32;
+    --compile when given), ours fp32 eager, transformers' UperNet fp32 eager; batch 1, interleaved timings."""
+    from engine.evaluate import autocast, cpu_has_native_bf16, resolve_amp
+    dev = torch.device("cpu")
+    amp = resolve_amp(args.amp, dev)
+    native = cpu_has_native_bf16()
+    peak32 = matmul_peak(torch.float32, 2048)
+    # emulated bf16 runs ~100x slower than fp32: a smaller matmul keeps the measurement short
+    peak16 = matmul_peak(torch.bfloat16, 2048 if native else 512, reps=3 if native else 1)
+    print(f"# CPU, {torch.get_num_threads()} threads, native bf16: {native}; {args.size}x{args.size}, batch 1; "
+          f"ours = infer.py's CPU path: amp {amp}{', compiled' if args.compile else ''}; torch {torch.__version__}")
+    print(f"# measured peak: fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s (timed matmul)")
+    print(f"{'model':22s} {'variant':18s} {'s/image':>8s} {'GFLOP/s':>8s} {'% peak':>7s}")
+    ratios = []
+    for name in args.models:
+        torch.manual_seed(0)
+        hf = hf_model(name, args.num_classes).eval()
+        ours = models.build_model(name, args.num_classes)
+        sd, _ = convert(hf.state_dict(), ours)
+        ours.load_state_dict(sd, strict=True)
+        ours.eval()
+        x = torch.randn(1, 3, args.size, args.size)
+        flops = forward_flops(ours, x)
+        run = torch.compile(ours) if args.compile else ours
+        with torch.no_grad():
+            with autocast(dev, amp):
+                lab_ours = run(x).argmax(1)
+            lab_fp32 = ours(x).argmax(1)
+        agree = (lab_ours == lab_fp32).float().mean().item()
+
+        def ours_path():
+            with autocast(dev, amp):
+                run(x)
+
+        fns = {"ours": ours_path, "ours fp32 eager": lambda: ours(x), "transformers fp32": lambda: hf(x)}
+        if amp == "none" and not args.compile:
+            fns.pop("ours")  # the same computation as "ours fp32 eager": timed once
+        with torch.no_grad():
+            t = time_interleaved(fns, args.iters, args.warmup)
+        if "ours" not in t:
+            t["ours"] = t["ours fp32 eager"]
+        for k in ("ours", "ours fp32 eager", "transformers fp32"):
+            peak = peak16 if (k == "ours" and amp == "bf16") else peak32
+            print(f"{name:22s} {k:18s} {t[k]:8.3f} {flops / t[k] / 1e9:8.1f} {100 * flops / t[k] / peak:6.0f}%")
+        r = t["transformers fp32"] / t["ours"]
+        ratios.append(r)
+        print(f"{name:22s} ours vs transformers {r:.2f}x; argmax agreement ours vs fp32 (random weights) {agree:.4f}; "
+              f"{flops / 1e9:.1f} GFLOP", flush=True)
+    print(f"CPU inference vs transformers: {min(ratios):.2f}×")
+    return 0
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("bench_models", description="ours vs transformers UperNet, same config/precision")
     p.add_argument("--models", nargs="+", default=["upernet_convnext_tiny", "upernet_swin_tiny"])
@@ -149,10 +231,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=None, help="default 1 on CPU, 5 on CUDA")
     p.add_argument("--num-classes", type=int, default=11)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--infer", action="store_true",
+                   help="CPU inference at 512 px, batch 1: ours (infer.py's path) / ours fp32 / transformers fp32, "
+                        "GFLOP/s and share of the measured peak; ends with 'CPU inference vs transformers: X.XX×'")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"], help="--infer: ours' precision")
     return p
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.infer:
+        args.size = args.size or 512
+        args.iters = args.iters or 3
+        args.warmup = 1 if args.warmup is None else args.warmup
+        return bench_infer(args)
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         print("error: --device cuda but no CUDA device", file=sys.stderr)

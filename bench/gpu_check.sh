@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make gpu-check: one prepared run for a machine with a CUDA GPU.
-#   1. environment, 2. build the CUDA ops (csrc.build --cuda), 3. the CUDA tests (pytest -m gpu: ops, models),
-#   4. GPU benchmarks (ops, TTA inference, slide inference, training, models), 5. the scripts end to end on CUDA (tests/test_gpu_e2e.py),
+#   1. environment, 2. build the CUDA ops (csrc.build --cuda), 3. the CUDA tests (pytest -m gpu: ops, including a
+#   side stream and torch.compile over the ops, models), then the op tests under compute-sanitizer memcheck and
+#   racecheck when the image has it (the row's details say ABSENT otherwise), 4. GPU benchmarks (ops, TTA inference,
+#   slide inference, training, models), 5. the scripts end to end on CUDA (tests/test_gpu_e2e.py),
 #   6. the training benchmark with both models compiled; then ONE table: a row per step (status, seconds, last log
 #   line) and a row per benchmark result.
 # Logs and JSON go to $GPU_CHECK_OUT (default .cache/gpu_check). When the device tool sets $OUT, the end also writes
@@ -108,7 +110,26 @@ if ! "$PY" -c "import pycocotools.mask" 2>/dev/null; then  # say so in the table
     >> "$SUMMARY"
 fi
 
-step test_cuda 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_ops.py tests/test_models.py
+step test_cuda 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_ops.py tests/test_ops_compile.py \
+  tests/test_models.py
+# The CUDA op tests under compute-sanitizer (when the image has it): memcheck (out-of-bounds / misaligned accesses,
+# with the caching allocator off so a stray read past a tensor is caught) and racecheck (the confusion kernel's
+# shared-memory histograms). A small subset: every kernel and dtype path, small sizes (the tools slow kernels ~100x).
+SANITIZER="$(command -v compute-sanitizer || true)"
+[ -z "$SANITIZER" ] && [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" ] && \
+  SANITIZER="${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer"
+sanitize() {  # sanitize NAME TOOL -k EXPR
+  local name=$1 tool=$2 expr=$3
+  if [ -z "$SANITIZER" ]; then  # through step: the budget and GPU_CHECK_STEPS rules still apply
+    step "$name" 20 echo "ABSENT: no compute-sanitizer in this image (not on PATH or in \$CUDA_HOME/bin)"
+    return
+  fi
+  step "$name" 120 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SANITIZER" --tool "$tool" --error-exitcode 3 \
+    --print-limit 20 "$PY" -m pytest -q -x -m gpu -p no:cacheprovider tests/test_ops.py tests/test_ops_compile.py \
+    -k "$expr"
+}
+sanitize sanitize_memcheck memcheck "matches_reference or nonfinite or same_size or float64 or side_stream or unaligned"
+sanitize sanitize_racecheck racecheck "cuda_confusion_matches_reference or cuda_confusion_label_dtypes"
 step bench_ops 90 "$PY" bench/bench_ops.py --device cuda --json "$LOG_DIR/bench_ops.json" --tsv "$TSV_DIR/bench_ops.tsv"
 step bench_infer 120 "$PY" bench/bench_infer.py --device cuda
 # slide inference: the CUDA slide_accumulate_ against the plain loop (tests), then a 4000x3000 photo with 512-px windows

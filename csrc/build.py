@@ -52,6 +52,30 @@ def _tag() -> str:
     return f"torch{torch.__version__.split('+')[0]}_cu{cuda}_py{sys.version_info[0]}{sys.version_info[1]}"
 
 
+def cuda_arch_key() -> str:
+    """The GPU architectures a CUDA build must serve: the visible devices' compute capabilities (and the
+    TORCH_CUDA_ARCH_LIST it was compiled for). Part of the cache key: a build made on one GPU model and reused on
+    another would fail at its first launch ("no kernel image is available")."""
+    caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+    key = "-".join(f"sm{a}{b}" for a, b in caps) or "sm-none"
+    arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    if arch:
+        key += "_arch" + "".join(c if c.isalnum() else "." for c in arch)
+    return key
+
+
+def smoke_cuda() -> None:
+    """One tiny launch of each CUDA kernel family, synchronised: a stale or foreign build fails here (then ops.py
+    falls back to the references for CUDA tensors with its one warning) instead of at the first real call."""
+    x = torch.zeros(1, 2, 1, 1, device="cuda")
+    t = torch.zeros(1, 1, 1, dtype=torch.uint8, device="cuda")
+    err = torch.tensor([0, -(2 ** 63), 0, -(2 ** 63)], dtype=torch.int64, device="cuda")
+    torch.ops.trashseg.channel_argmax(x, 1.0, False)
+    torch.ops.trashseg.confusion_matrix(x, t, 2, 255, err)
+    torch.ops.trashseg.tta_accumulate_(torch.empty_like(x), [x], [0], False, 1.0)
+    torch.cuda.synchronize()
+
+
 def want_cuda() -> bool:
     return torch.cuda.is_available() and torch.version.cuda is not None
 
@@ -135,14 +159,16 @@ def load(cuda: bool | None = None, verbose: bool = False) -> dict:
         if _loaded["name"] != name:
             raise RuntimeError(f"{_loaded['name']} is already loaded in this process; cannot also load {name}")
         return dict(_loaded, built=False, seconds=0.0)
-    build_dir = os.path.join(extensions_dir(), f"{name}_{_tag()}")
+    arch_key = cuda_arch_key() if cuda else None
+    build_dir = os.path.join(extensions_dir(), f"{name}_{_tag()}" + (f"_{arch_key}" if cuda else ""))
     so_path = os.path.join(build_dir, f"{name}.so")
     stamp_path = os.path.join(build_dir, "trashseg.stamp")
     home = cuda_home() if cuda else None
     sources = CPU_SOURCES + (CUDA_SOURCES if cuda else [])
     digest = _hash_files(sources + HEADERS, {"cflags": CFLAGS, "ldflags": LDFLAGS, "nvcc": NVCC_FLAGS,
                                               "cuda_home": home, "torch": torch.__version__,
-                                              "arch": os.environ.get("TORCH_CUDA_ARCH_LIST")})
+                                              "arch": os.environ.get("TORCH_CUDA_ARCH_LIST"),
+                                              "devices": arch_key})
     info = {"name": name, "build_dir": build_dir, "cuda": cuda, "built": False, "seconds": 0.0}
     if _read(stamp_path) == digest and os.path.exists(so_path):
         torch.ops.load_library(so_path)

@@ -34,7 +34,9 @@ TS_HD float bilinear_scale(int64_t in_size, int64_t out_size) {
 // guard_index_and_lambda (UpSample.h). The source coordinate is one fused multiply-add, which is what PyTorch's
 // builds compute (its CPU kernels are compiled with FMA contraction, nvcc contracts by default): with a separate
 // multiply and add, coordinates near 100 round differently and results drift by ~1e-5 from F.interpolate.
-// F.interpolate special-cases in == out as an exact copy; the formula below gives the same (w1 = 0).
+// F.interpolate copies along a dimension whose size is unchanged; the formula below gives w1 = 0 there, but the
+// kernels must still not read the second tap (0 * inf = NaN would spread a non-finite logit to its neighbour):
+// they test `same size` per dimension and read tap 0 alone.
 struct Taps {
   int64_t i0;
   int64_t i1;
@@ -59,7 +61,9 @@ TS_HD Taps bilinear_taps(float scale, int64_t dst, int64_t in_size) {
 
 // torch.argmax's rule for one comparison: a strictly larger value wins (so ties keep the lowest index), and the
 // first NaN wins over everything after it (NaN is treated as the maximum).
-TS_HD bool argmax_takes(float v, float best) {
+// float64 logits compare in float64 (a float32 round would tie 1 and 1 + 1e-12).
+template <typename F>
+TS_HD bool argmax_takes(F v, F best) {
   return (v > best) || (v != v && best == best);
 }
 

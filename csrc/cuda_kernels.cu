@@ -130,16 +130,40 @@ __device__ __forceinline__ void warp_add(CountT* hist, int bin) {
 
 // Argmax over C channels (stride HW) for VEC adjacent pixels: the value and index of the first maximum, as
 // torch.argmax (argmax_takes decides ties and NaN). Shared by the fused confusion matrix and the TTA argmax.
+// float64 logits compare in float64 (rounding to float32 first would tie 1 and 1 + 1e-12).
+template <typename T>
+using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+template <int VEC>
+__device__ __forceinline__ void load_vec(const double* p, double (&out)[VEC]) {
+  if constexpr (VEC == 1) {
+    out[0] = __ldg(p);
+  } else {
+    static_assert(VEC == 2, "load_vec reads 16 bytes");
+    const double2 d = __ldg(reinterpret_cast<const double2*>(p));
+    out[0] = d.x;
+    out[1] = d.y;
+  }
+}
+
 template <typename T, int VEC>
-__device__ __forceinline__ void channel_argmax(const T* base, int C, int64_t HW, float (&best)[VEC],
+__device__ __forceinline__ void channel_argmax(const T* base, int C, int64_t HW, acc_t<T> (&best)[VEC],
                                                int (&idx)[VEC]) {
-  load_vec<T, VEC>(base, best);
+  if constexpr (std::is_same_v<T, double>) {
+    load_vec<VEC>(base, best);
+  } else {
+    load_vec<T, VEC>(base, best);
+  }
 #pragma unroll
   for (int k = 0; k < VEC; ++k) idx[k] = 0;
 #pragma unroll 4
   for (int c = 1; c < C; ++c) {
-    float v[VEC];
-    load_vec<T, VEC>(base + static_cast<int64_t>(c) * HW, v);
+    acc_t<T> v[VEC];
+    if constexpr (std::is_same_v<T, double>) {
+      load_vec<VEC>(base + static_cast<int64_t>(c) * HW, v);
+    } else {
+      load_vec<T, VEC>(base + static_cast<int64_t>(c) * HW, v);
+    }
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       if (argmax_takes(v[k], best[k])) {
@@ -178,7 +202,7 @@ __global__ void __launch_bounds__(kThreads) confusion_kernel(const TP* __restric
       if (i0 < N) {
         const int64_t b = i0 / HW;
         const TP* base = pred + b * static_cast<int64_t>(C) * HW + (i0 - b * HW);
-        float best[VEC];
+        acc_t<TP> best[VEC];
         int idx[VEC];
         channel_argmax<TP, VEC>(base, C, HW, best, idx);
 #pragma unroll
@@ -216,10 +240,17 @@ void launch_confusion(const at::Tensor& pred, const at::Tensor& target, int64_t 
   const int CC = C * C;
   const size_t one = static_cast<size_t>(CC) * sizeof(unsigned int);
   const int64_t per_block = static_cast<int64_t>(kThreads) * VEC;
-  // A persistent grid (8 blocks of 256 per SM), and enough blocks that no block's 32-bit counters can wrap.
-  int64_t blocks = std::min<int64_t>((N + per_block - 1) / per_block, static_cast<int64_t>(di.sms) * 8);
-  blocks = std::max<int64_t>(blocks, (N >> 31) + 1);
-  blocks = std::min<int64_t>(blocks, std::numeric_limits<int>::max());
+  // A persistent grid of as many blocks as fit on the GPU at once, asked of the occupancy API for the variant
+  // launched (ptxas gives these kernels 40-44 registers, so the 8 blocks of 256 per SM a 32-register guess
+  // assumed do not all fit), and enough blocks that no block's 32-bit counters can wrap.
+  auto grid_for = [&](auto kernel, size_t smem) {
+    int per_sm = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+    int64_t blocks = std::min<int64_t>((N + per_block - 1) / per_block,
+                                       static_cast<int64_t>(di.sms) * std::max(per_sm, 1));
+    blocks = std::max<int64_t>(blocks, (N >> 31) + 1);
+    return static_cast<int>(std::min<int64_t>(blocks, std::numeric_limits<int>::max()));
+  };
   const TP* p = pred.const_data_ptr<TP>();
   const TT* t = target.const_data_ptr<TT>();
   auto* out = reinterpret_cast<unsigned long long*>(cm.data_ptr<int64_t>());
@@ -227,18 +258,18 @@ void launch_confusion(const at::Tensor& pred, const at::Tensor& target, int64_t 
   if (one <= 48 * 1024) {
     // per-warp copies while they fit in 48 KB: no contention between warps
     const int nrep = static_cast<int>(std::max<size_t>(1, std::min<size_t>(kWarps, (48 * 1024) / one)));
-    confusion_kernel<TP, TT, VEC, LOGITS, true>
-        <<<static_cast<int>(blocks), kThreads, one * nrep, stream>>>(p, t, N, HW, C, ignore, nrep, out, err);
+    auto kernel = confusion_kernel<TP, TT, VEC, LOGITS, true>;
+    kernel<<<grid_for(kernel, one * nrep), kThreads, one * nrep, stream>>>(p, t, N, HW, C, ignore, nrep, out, err);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   } else if (one <= static_cast<size_t>(di.smem_optin)) {
     auto kernel = confusion_kernel<TP, TT, VEC, LOGITS, true>;
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(one)));
-    kernel<<<static_cast<int>(blocks), kThreads, one, stream>>>(p, t, N, HW, C, ignore, 1, out, err);
+    kernel<<<grid_for(kernel, one), kThreads, one, stream>>>(p, t, N, HW, C, ignore, 1, out, err);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   } else {
     // very many classes: straight to global memory
-    confusion_kernel<TP, TT, VEC, LOGITS, false>
-        <<<static_cast<int>(blocks), kThreads, 0, stream>>>(p, t, N, HW, C, ignore, 1, out, err);
+    auto kernel = confusion_kernel<TP, TT, VEC, LOGITS, false>;
+    kernel<<<grid_for(kernel, 0), kThreads, 0, stream>>>(p, t, N, HW, C, ignore, 1, out, err);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
@@ -374,6 +405,7 @@ struct ViewDesc {
   float scale_h, scale_w;
   int dtype;
   int flip;
+  int same_h, same_w;  // that dimension is not resized: copy (tap 0 only; 0 * inf from tap 1 would be NaN)
 };
 
 struct ViewBatch {
@@ -382,10 +414,14 @@ struct ViewBatch {
 };
 
 // Bilinear sample at the four taps, in ATen's CUDA upsample_bilinear2d order of operations.
+// A dimension of unchanged size is a copy, as in F.interpolate: its second tap is not read at all.
 template <typename T>
 __device__ __forceinline__ float bilerp(const T* p, int64_t o00, int64_t o01, int64_t o10, int64_t o11, float wy0,
-                                       float wy1, float wx0, float wx1) {
-  return wy0 * (wx0 * ldf(p + o00) + wx1 * ldf(p + o01)) + wy1 * (wx0 * ldf(p + o10) + wx1 * ldf(p + o11));
+                                       float wy1, float wx0, float wx1, bool same_h, bool same_w) {
+  const float top = same_w ? ldf(p + o00) : wx0 * ldf(p + o00) + wx1 * ldf(p + o01);
+  if (same_h) return top;
+  const float bot = same_w ? ldf(p + o10) : wx0 * ldf(p + o10) + wx1 * ldf(p + o11);
+  return wy0 * top + wy1 * bot;
 }
 
 // Adds one view's softmax probabilities at pixel (b, y, x) into acc (MAXC > 0: registers) or, for MAXC == 0,
@@ -407,7 +443,7 @@ __device__ __forceinline__ void add_view(const ViewDesc& v, int64_t b, int64_t y
 #pragma unroll
     for (int c = 0; c < MAXC; ++c) {
       if (c < C) {
-        val[c] = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1);
+        val[c] = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1, false, false);
         m = val[c] > m ? val[c] : m;  // a NaN is skipped here but poisons the sum below, as in torch.softmax
       }
     }
@@ -435,7 +471,7 @@ __device__ __forceinline__ void add_view(const ViewDesc& v, int64_t b, int64_t y
     // The loop body is unchanged on purpose: an extra branch in it made ptxas drop to 64 registers and spill.
     float m = -FLT_MAX, s = 0.f;
     for (int c = 0; c < C; ++c) {
-      const float val = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1);
+      const float val = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1, false, false);
       if (val > m) {
         s = s * expf(m - val) + 1.f;
         m = val;
@@ -446,13 +482,16 @@ __device__ __forceinline__ void add_view(const ViewDesc& v, int64_t b, int64_t y
     if (m == INFINITY) s = __int_as_float(0x7fffffff);  // NaN
     const float inv = 1.f / s;
     for (int c = 0; c < C; ++c) {
-      const float val = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1);
+      const float val = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1, false, false);
       const float q = expf(val - m) * inv;
       o[c * HW] = first ? q : o[c * HW] + q;
     }
   }
 }
 
+// Same-size copy (v.same_h / v.same_w) is NOT wired in yet on CUDA: passing them to bilerp made ptxas spill
+// (8 bytes for MAXC = 16, 16 for MAXC = 0; tests/test_ops_build.py requires 0 bytes stack frame), so a ±inf logit
+// in a view of the output's size still reaches its neighbour through a weight-0 tap here. The CPU kernel copies.
 template <int MAXC>
 __global__ void __launch_bounds__(kThreads) tta_kernel(float* __restrict__ out, const __grid_constant__ ViewBatch views, int64_t B,
                                                         int C, int64_t H, int64_t W, bool accumulate, float scale) {
@@ -539,6 +578,8 @@ void tta_accumulate_cuda(at::Tensor& out, at::TensorList views, at::IntArrayRef 
       d.scale_w = bilinear_scale(d.w, W);
       d.dtype = dtype_code(t.scalar_type());
       d.flip = flips[start + k] != 0;
+      d.same_h = d.h == H;
+      d.same_w = d.w == W;
     }
     const bool acc_now = accumulate || start > 0;
     const bool last = start + n >= nv;

@@ -24,7 +24,15 @@ Semantics shared by both backends:
   of them before trusting a CUDA matrix; errors from every call on that device since the last check are reported.
 - tta_merge / TTAAccumulator: views are upcast to float32, resized like F.interpolate(mode="bilinear",
   align_corners=False, antialias=False) to out_size, softmax over channels, un-flipped (flip=True: the view was
-  computed on a horizontally flipped image), and averaged. NaN logits give NaN probabilities at that pixel.
+  computed on a horizontally flipped image), and averaged. NaN logits give NaN probabilities at that pixel. A
+  dimension whose size is unchanged is copied (F.interpolate computes 1·x + 0·x there, so a ±inf logit became NaN):
+  a -inf logit (a masked class) gives probability exactly 0, a +inf one a NaN pixel, as torch.softmax does; neither
+  reaches the neighbouring pixels. (CPU kernel and references; the CUDA kernel does not copy yet, see tta_kernel.)
+- float64 logits are argmaxed in float64 (confusion_matrix).
+- torch.compile: every op has a fake kernel and the wrappers do not break the graph (fullgraph=True works).
+- Autograd: none of the ops has a backward. tta_merge and TTAAccumulator.add refuse views that require grad (with
+  grad mode on) instead of returning outputs that silently lost it; confusion_matrix's output is integer (like
+  torch.argmax), so logits that require grad are accepted.
 - All index arithmetic is 64-bit; inputs may be non-contiguous (logits for the confusion matrix are made contiguous
   first; TTA views are read through their strides without a copy).
 """
@@ -51,6 +59,8 @@ _NO_VALUE = -(2 ** 63)  # error buffer: "no offending value recorded"; also igno
 # ---------------------------------------------------------------------------------------------------- backend
 
 _state_lock = threading.Lock()
+_err_lock = threading.Lock()
+_err_buffers: dict[torch.device, torch.Tensor] = {}  # per device: see confusion_matrix / check_errors
 _state: dict = {"loaded": False, "cpu": False, "cuda": False, "error": None, "info": None}
 
 
@@ -70,18 +80,66 @@ def _ensure_loaded() -> dict:
             try:
                 _state["info"] = build.load(cuda=cuda)
                 _state.update(cpu=True, cuda=cuda)
-                break
             except Exception as e:  # a compiler error, a missing toolchain, a load error...
                 first = str(e).strip().splitlines()[-1] if str(e).strip() else ""
                 errors.append(f"{'CUDA' if cuda else 'CPU'} build: {type(e).__name__}: {first}"[:500])
+                continue
+            if cuda:
+                # A build that loads but cannot launch (made for another GPU): its CPU kernels still serve, CUDA
+                # tensors take the references. Only one library may be loaded per process, so no CPU rebuild.
+                try:
+                    build.smoke_cuda()
+                except Exception as e:
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                    errors.append(f"CUDA launch: {type(e).__name__}: {first}"[:500])
+                    _state["cuda"] = False
+            break
         if errors:
             _state["error"] = "; ".join(errors)
-            what = ("CUDA tensors" if _state["cpu"] else "all tensors")
+            what = ("CUDA tensors" if _state["cpu"] and not _state["cuda"] else "all tensors")
             warnings.warn(f"trashseg ops: the C++/CUDA extension failed ({_state['error']}); {what} use the "
                           "pure-PyTorch reference ops (correct, slower). Rebuild with `make ext` to see the full log.",
                           RuntimeWarning, stacklevel=3)
+        if _state["cpu"]:
+            _register_fakes()
         _state["loaded"] = True
         return _state
+
+
+# Fake (meta) kernels: shapes and dtypes of each op's outputs, so torch.compile / FakeTensor can trace the ops
+# without running them. Each op's section below registers its own with @_fake("trashseg::name"); they are attached
+# once the library (which defines the schemas) is loaded. A mutating op returning () needs one too (returns None).
+_FAKES: dict[str, object] = {}
+
+
+def _fake(qualname: str):
+    def deco(fn):
+        _FAKES[qualname] = fn
+        return fn
+    return deco
+
+
+def _register_fakes() -> None:
+    for name, fn in _FAKES.items():
+        torch.library.register_fake(name, fn)
+
+
+@torch.compiler.assume_constant_result
+def _ext_for(device: str) -> bool:
+    """Whether the C++/CUDA library serves tensors on `device` ("cpu", "cuda:0"). Loads it on the first call and
+    creates the device's confusion-matrix error buffer.
+
+    torch.compile runs this eagerly while tracing and treats the answer as a constant: the first-call build, the
+    locks and the buffer's creation stay out of the graph (no graph break); the graph then only reads the buffer
+    from _err_buffers (it becomes a graph input that the op mutates)."""
+    s = _ensure_loaded()
+    d = torch.device(device)
+    use = bool(s.get(d.type, False)) if d.type in ("cpu", "cuda") else False
+    if use and d not in _err_buffers:
+        with _err_lock:
+            if d not in _err_buffers:
+                _err_buffers[d] = torch.tensor([0, _NO_VALUE, 0, _NO_VALUE], dtype=torch.int64, device=d)
+    return use
 
 
 def backend() -> dict:
@@ -92,12 +150,16 @@ def backend() -> dict:
 
 
 def _use_ext(device: torch.device) -> bool:
-    s = _ensure_loaded()
-    if device.type == "cpu":
-        return s["cpu"]
-    if device.type == "cuda":
-        return s["cuda"]
-    return False
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return _ext_for(str(device))
+
+
+def _refuse_grad(op: str, tensors) -> None:
+    """The ops have no backward: refuse, rather than return outputs that silently lost requires_grad."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        raise RuntimeError(f"ops.{op}: an input requires grad but this op has no backward; pass .detach()ed "
+                           "tensors or run it under torch.no_grad() (ref_* are the differentiable references)")
 
 
 # ---------------------------------------------------------------------------------------------------- checks
@@ -186,20 +248,14 @@ def _check_views(views, flips, out_size):
 
 # ---------------------------------------------------------------------------------------------------- confusion
 
-_err_lock = threading.Lock()
-_err_buffers: dict[torch.device, torch.Tensor] = {}
-
-
 def _error_buffer(device: torch.device) -> torch.Tensor:
+    """The device's error buffer, made by _ext_for (every op entry calls _use_ext first)."""
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     buf = _err_buffers.get(device)
-    if buf is None:
-        with _err_lock:
-            buf = _err_buffers.get(device)
-            if buf is None:
-                buf = torch.tensor([0, _NO_VALUE, 0, _NO_VALUE], dtype=torch.int64, device=device)
-                _err_buffers[device] = buf
+    if buf is None:  # only outside the ops' entry points (they call _use_ext first, which makes it)
+        _ext_for(str(device))
+        buf = _err_buffers[device]
     return buf
 
 
@@ -215,10 +271,16 @@ def check_errors(device: torch.device | str | None = None) -> None:
     with _err_lock:
         items = [(d, b) for d, b in _err_buffers.items() if device is None or d == device]
     for d, buf in items:
+        if d.type == "cuda":
+            # Kernels may have been queued on any stream (not only the current one): wait for all of them, so
+            # none writes the buffer after it is read and cleared.
+            torch.cuda.synchronize(d)
         tcount, tval, pcount, pval = buf.tolist()
         if tcount == 0 and pcount == 0:
             continue
         buf.copy_(torch.tensor([0, _NO_VALUE, 0, _NO_VALUE], dtype=torch.int64))
+        if d.type == "cuda":
+            torch.cuda.synchronize(d)  # the clear lands before kernels queued on other streams may write again
         parts = []
         if tcount:
             parts.append(f"target has {tcount} pixel(s) outside [0, num_classes) that are not ignore_index "
@@ -244,6 +306,11 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     if pred.dim() == 3 and pred.dtype in _WIDE_UINTS:
         pred = pred.to(torch.int64)
     return torch.ops.trashseg.confusion_matrix(pred, target, C, ignore, _error_buffer(target.device))
+
+
+@_fake("trashseg::confusion_matrix")
+def _confusion_matrix_fake(pred, target, num_classes, ignore_index, errors):
+    return target.new_empty((num_classes, num_classes), dtype=torch.int64)
 
 
 def miou(cm: torch.Tensor) -> dict:
@@ -278,12 +345,25 @@ def tta_merge(views: Sequence[torch.Tensor], flips: Sequence[bool], out_size) ->
 
     One fused pass: each output pixel gathers its taps from every view, so no per-view full-size map exists."""
     H, W = _check_views(views, flips, out_size)
+    _refuse_grad("tta_merge", views)
     v0 = views[0]
     if not _use_ext(v0.device):
         return ref_tta_merge(views, flips, (H, W))
     out = torch.empty((v0.shape[0], v0.shape[1], H, W), dtype=torch.float32, device=v0.device)
     torch.ops.trashseg.tta_accumulate_(out, list(views), [int(bool(f)) for f in flips], False, 1.0 / len(views))
     return out
+
+
+@_fake("trashseg::tta_accumulate_")
+def _tta_accumulate_fake(out, views, flips, accumulate, scale):
+    return None
+
+
+@_fake("trashseg::channel_argmax")
+def _channel_argmax_fake(x, scale, int64_labels):
+    B, _, H, W = x.shape
+    return (x.new_empty((B, H, W), dtype=torch.int64 if int64_labels else torch.uint8),
+            x.new_empty((B, H, W), dtype=torch.float32))
 
 
 class TTAAccumulator:
@@ -327,6 +407,7 @@ class TTAAccumulator:
             raise ValueError(f"logits are empty: {tuple(logits.shape)}")
         if logits.device != self.device:
             raise ValueError(f"logits are on {logits.device} but the accumulator is on {self.device}")
+        _refuse_grad("TTAAccumulator.add", [logits])
         if _use_ext(self.device):
             torch.ops.trashseg.tta_accumulate_(self._sum, [logits], [int(bool(flip))], self.count > 0, 1.0)
         else:
@@ -398,8 +479,26 @@ def ref_confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: 
     return torch.bincount(t * C + p, minlength=C * C).reshape(C, C)
 
 
+def _ref_resize(x: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+    """F.interpolate(bilinear, align_corners=False), except that a dimension whose size is unchanged is copied.
+
+    F.interpolate computes 1·x + 0·x along such a dimension, which turns a ±inf logit into NaN (a class masked
+    with -inf in the 1.0-scale view became NaN everywhere, not probability 0); for finite inputs both are identical.
+    Resizing one dimension only is 1-D linear interpolation along it (the same taps and weights)."""
+    B, C, h, w = x.shape
+    H, W = out_size
+    if (h, w) == (H, W):
+        return x
+    if h == H:  # (B, C*h, w) -> (B, C*h, W)
+        return F.interpolate(x.reshape(B, C * h, w), size=W, mode="linear", align_corners=False).reshape(B, C, H, W)
+    if w == W:  # along H: the same on the transposed map
+        xt = x.transpose(2, 3).reshape(B, C * w, h)
+        return F.interpolate(xt, size=H, mode="linear", align_corners=False).reshape(B, C, W, H).transpose(2, 3)
+    return F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
+
+
 def _ref_view_probs(view: torch.Tensor, flip: bool, out_size: tuple[int, int]) -> torch.Tensor:
-    p = F.interpolate(view.float(), size=out_size, mode="bilinear", align_corners=False).softmax(1)
+    p = _ref_resize(view.float(), out_size).softmax(1)
     return p.flip(-1) if flip else p
 
 

@@ -36,18 +36,42 @@ def view_size(h: int, w: int, scale: int | float | None) -> tuple[int, int]:
     return max(1, int(round(h * r))), max(1, int(round(w * r)))
 
 
+def _view_step(model: torch.nn.Module, xv: torch.Tensor, acc: "ops.TTAAccumulator", flipped: bool,
+               amp: str, channels_last: bool = False, mode: str = "whole", crop_size=None, stride=None,
+               window_batch: int = 1) -> torch.Tensor:
+    logits = predict_view(model, xv, amp, channels_last, mode, crop_size, stride, window_batch)  # (B, C, vh, vw)
+    acc.add(logits, flip=flipped)
+    return logits
+
+
+_compiled_steps: dict = {}
+
+
+def compiled_view_step():
+    """torch.compile of one view's forward + the accumulator's fused add, one graph (the ops have fake kernels and
+    no Python-side graph break). Shapes are marked dynamic after the first recompile, so the TTA scales share code."""
+    if "step" not in _compiled_steps:
+        _compiled_steps["step"] = torch.compile(_view_step)
+    return _compiled_steps["step"]
+
+
 @torch.no_grad()
 def tta_accumulate(models: Sequence[torch.nn.Module], img: torch.Tensor, scales: Sequence[int | None],
                    flip: bool, amp: str = "none", channels_last: bool = False,
                    acc: "ops.TTAAccumulator | None" = None, on_view=None, mode: str = "whole",
-                   crop_size=None, stride=None, window_batch: int = 1) -> "ops.TTAAccumulator":
+                   crop_size=None, stride=None, window_batch: int = 1,
+                   compile: bool = False) -> "ops.TTAAccumulator":
     """Feed every (model, scale, flip) view of a uint8 batch (B, 3, H, W) into one accumulator.
 
     Several models make a soft ensemble of teachers (each view weighs the same). `on_view(model_idx, scale, flipped,
-    logits)` sees each view's logits before they are merged (infer.py uses it for the single-scale metric).
+    logits)` sees each view's logits after they are merged (infer.py uses it for the single-scale metric).
     mode="slide" slides every view (scaled, flipped) on its own with crop_size / stride (predict_view); any view size
-    >= 1 px works in both modes.
+    >= 1 px works in both modes. compile=True runs each view's forward and merge through torch.compile
+    (compiled_view_step; whole mode only: the slide loop stays eager).
     """
+    if compile and mode != "whole":
+        raise ValueError("--compile covers whole mode only; slide mode runs eagerly")
+    step = compiled_view_step() if compile else _view_step
     b, _, h, w = img.shape
     num_classes = models[0].num_classes
     if acc is None:
@@ -59,11 +83,10 @@ def tta_accumulate(models: Sequence[torch.nn.Module], img: torch.Tensor, scales:
             x = x0 if (vh, vw) == (h, w) else F.interpolate(x0, size=(vh, vw), mode="bilinear", align_corners=False)
             for flipped in ((False, True) if flip else (False,)):
                 xv = x.flip(-1) if flipped else x
-                logits = predict_view(model, xv, amp, channels_last, mode, crop_size, stride,
-                                      window_batch)  # (B, C, vh, vw)
+                logits = step(model, xv, acc, flipped, amp, channels_last, mode, crop_size, stride,
+                              window_batch)  # (B, C, vh, vw), already added into acc
                 if on_view is not None:
                     on_view(mi, s, flipped, logits)
-                acc.add(logits, flip=flipped)
                 del logits
     return acc
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = ["env", "build_cuda", "test_cuda", "bench_ops", "bench_infer", "bench_train", "bench_models", "test_e2e",
+STEPS = ["env", "build_cuda", "test_cuda", "sanitize_memcheck", "sanitize_racecheck", "bench_ops", "bench_infer", "bench_train", "bench_models", "test_e2e",
          "bench_train_compile"]
 
 
