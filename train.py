@@ -31,6 +31,7 @@ from data.loader import build_eval_loader, build_train_loader
 from data.transforms import TRAIN_DEFAULTS, build_transform
 from engine import checkpoint as ckpt
 from engine import dist as D
+from engine import imbalance
 from engine.evaluate import autocast, evaluate
 from engine.log import MetricsLog, atomic_write_text, plot_curves
 from engine.schedule import lr_factor
@@ -100,6 +101,7 @@ def get_args_parser() -> argparse.ArgumentParser:
             g.add_argument(flag, type=float, default=None)
         else:
             g.add_argument(flag, type=type(v), default=v)
+    imbalance.add_args(p)
     return p
 
 
@@ -131,6 +133,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         return j if (os.path.isabs(j) or os.path.exists(j)) else os.path.join(args.data_root, j)
     args.train_json = [where(j) for j in args.train_json]
     args.val_json = where(args.val_json) if args.val_json else ""
+    imbalance.resolve(args)  # --balance fills the imbalance options it names; a bad one exits 2
     if args.resume == "auto":
         last = os.path.join(args.out, "last.pt")
         args.resume = last if os.path.isfile(last) else None  # nothing saved yet: this is the first start
@@ -208,6 +211,8 @@ def main(args: argparse.Namespace) -> float:
         if both:  # legitimate for a final run on all data, but then the score is not a held-out one: say so
             log(f"warning: {len(both)} of {len(val_set)} validation images are also training images (e.g. {both[0]}): "
                 f"the validation mIoU is not a held-out score")
+    # Loss terms, class weights, OHEM and rare-class sampling (README "Rare classes"): plain CE by default.
+    criterion = imbalance.build_criterion(args, train_set, log).to(dev)
     aug = {k: getattr(args, "aug_" + k) for k in TRAIN_DEFAULTS}
     transform = build_transform("train", crop_size=args.crop_size, **aug)
     global_batch = args.batch_size * info.world_size
@@ -267,7 +272,8 @@ def main(args: argparse.Namespace) -> float:
     # The data stream is a function of (seed, sample position): resume re-enters it at the next unseen sample.
     loader = build_train_loader(train_set, transform, batch_size=args.batch_size, seed=args.seed,
                                 workers=args.workers, rank=info.rank, world_size=info.world_size,
-                                start_sample=start_sample)
+                                start_sample=start_sample,
+                                sample_weights=imbalance.sample_weights(args, train_set, log))
     data_iter = iter(loader)
     # RNG (drop path, dropout) is set after the loader exists, so creating workers cannot shift it.
     if args.resume:
@@ -320,12 +326,14 @@ def main(args: argparse.Namespace) -> float:
         res = evaluate(fwd, vl, args.num_classes, dev, info, amp=args.amp, channels_last=args.channels_last,
                        normalize=raw.normalize)
         rec = {"iter": it, "miou": res["miou"], "acc": res["acc"], "macc": res["macc"],
-               "iou": [None if math.isnan(v) else round(v, 5) for v in res["iou"].tolist()]}
+               "iou": [None if math.isnan(v) else round(v, 5) for v in res["iou"].tolist()],
+               "gt_pixels": res["cm"].sum(1).tolist()}  # class frequency: the report sorts rare classes first
         if info.is_main:
             metrics.write(rec)
             plot_curves(metrics.read(), os.path.join(args.out, "curves.png"))
             per = " ".join(f"{v:.3f}" if v is not None else "n/a" for v in rec["iou"])
             log(f"\n[val @ {it}] mIoU {res['miou']:.4f}  acc {res['acc']:.4f}  macc {res['macc']:.4f}  IoU: {per}")
+            log("  IoU, rarest class first (share of val pixels): " + imbalance.iou_line(rec["iou"], rec["gt_pixels"]))
         if res["miou"] > best:
             best = res["miou"]
             save(os.path.join(args.out, "best.pt"), it)
@@ -361,8 +369,8 @@ def main(args: argparse.Namespace) -> float:
                 with autocast(dev, args.amp):
                     logits, aux = fwd(x)  # (B, C, H, W) each, at input size
                     kept = (target != IGNORE_INDEX).sum().clamp(min=1)  # one count for both heads
-                    loss_main = seg_loss(logits.float(), target, kept)
-                    loss_aux = seg_loss(aux.float(), target, kept)
+                    loss_main = criterion.main(logits.float(), target, kept)
+                    loss_aux = criterion.aux(aux.float(), target, kept)
                     loss = (loss_main + args.aux_weight * loss_aux) / args.grad_accum
                 scaler.scale(loss).backward()
             loss_sum += loss_main.item() / args.grad_accum
