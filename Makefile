@@ -132,7 +132,7 @@ gpu-check:
 # README "Rare classes": every imbalance option, --balance over 3 seeds, pseudo-label modes vs their control, on the
 # imbalanced demo (about 2 h on 2 idle cores at the demo recipe; ITERS=300 is a smoke test whose figures mean nothing).
 imbalance-table: $(STAMP) ext $(DEMO_IMB_ROOT)/train.json
-	ITERS=$(ITERS) EXP=$(if $(filter runs/demo,$(EXP)),runs/imbalance,$(EXP)) bash bench/imbalance.sh
+	ITERS=$(ITERS) $(if $(filter-out runs/demo,$(EXP)),EXP=$(EXP)) bash bench/imbalance.sh
 
 clean:
 	rm -rf .cache build .pytest_cache

@@ -6,6 +6,7 @@
     torchrun --nnodes 2 --node_rank 0 --master_addr HOST --nproc_per_node 8 train.py ...   # multi-node
     python train.py ... --resume                  # continue runs/x/last.pt exactly
     python train.py ... --train-json train.json runs/pl1/pseudo.json       # train + pseudo-labels
+    python train.py ... --balance                 # rare classes (README "Rare classes"; --class-weight, --ohem, --loss)
 
 Defaults are SPEC §4's recipe for the chosen backbone (models.recipe); every augmentation knob is an --aug-* flag.
 """

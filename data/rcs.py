@@ -32,6 +32,13 @@ def class_pixel_counts(dataset, num_classes: int = NUM_CLASSES) -> np.ndarray:
     return out
 
 
+def rare_first(values, gt_pixels) -> list[int]:
+    """Class indices by ground-truth pixel count, rarest first (ties by id); classes absent from the set last.
+    (Validation logs and the report list per-class IoU in this order, so the classes that decide mIoU come first.)"""
+    n = [float(x) for x in gt_pixels]
+    return sorted(range(len(values)), key=lambda c: (n[c] <= 0, n[c], c))
+
+
 _CACHE: dict = {}
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from data.classes import CLASSES
-from data.rcs import cached_class_pixel_counts, rcs_class_probs, rcs_image_weights
+from data.rcs import cached_class_pixel_counts, rare_first, rcs_class_probs, rcs_image_weights
 from models.losses import SegCriterion, enet_class_weights, parse_loss_spec
 
 # --balance, PROVISIONAL until the README "Rare classes" table is measured on the imbalanced demo: DAFormer's
@@ -115,12 +115,6 @@ def sample_weights(args: argparse.Namespace, train_set, log=print) -> Optional[n
 
 def _name(c: int) -> str:
     return CLASSES[c] if c < len(CLASSES) else str(c)
-
-
-def rare_first(iou: Sequence[Optional[float]], gt_pixels: Sequence[float]) -> list[int]:
-    """Class indices by ground-truth pixel count, rarest first (ties by id); classes absent from the set last."""
-    n = list(gt_pixels)
-    return sorted(range(len(iou)), key=lambda c: (n[c] <= 0, n[c], c))
 
 
 def iou_line(iou: Sequence[Optional[float]], gt_pixels: Sequence[float]) -> str:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from data.loader import InfiniteSampler, WeightedInfiniteSampler
-from data.rcs import class_pixel_counts, rcs_class_probs, rcs_image_weights
+from data.rcs import class_pixel_counts, rare_first, rcs_class_probs, rcs_image_weights
 from engine import imbalance
 from engine.pseudo import LEVELS, ClassBalancedSelector, quantise
 from models.losses import (SegCriterion, cross_entropy, dice_loss, enet_class_weights, focal_loss, lovasz_softmax,
@@ -272,7 +272,7 @@ def test_cbst_keeps_the_top_share_of_each_class():
 def test_iou_line_is_rarest_first():
     iou = [0.9, 0.5, None, 0.1]
     gt = [1000, 50, 0, 5]
-    assert imbalance.rare_first(iou, gt) == [3, 1, 0, 2]
+    assert rare_first(iou, gt) == [3, 1, 0, 2]
     line = imbalance.iou_line(iou, gt)
     assert line == "Paper pack 0.100 (0.47%) | General trash 0.500 (4.74%) | Background 0.900 (94.79%) | Paper n/a (0.00%)"
 
@@ -331,3 +331,71 @@ def test_train_with_every_option_resumes_exactly(tmp_path):
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "error: --loss 'cee:1': unknown loss 'cee' (choose from ce, focal, dice, lovasz)"]
+
+
+def test_report_iou_bars_are_rarest_first(monkeypatch):
+    from types import SimpleNamespace
+
+    from viz import report
+    seen = {}
+
+    def fake_bar_chart(labels, values, colors, title, **kw):
+        seen.update(labels=labels, values=values, colors=colors, title=title)
+        return np.zeros((2, 2, 3), np.uint8)
+
+    monkeypatch.setattr(report.draw, "bar_chart", fake_bar_chart)
+    ctx = SimpleNamespace(site=SimpleNamespace(image=lambda path, chart: path))
+    iou = [0.9, 0.5, 0.2, None, 0.1, 0.3, 0.4, 0.6, 0.7, 0.05, 0.8]
+    gt = [5000, 100, 900, 0, 40, 60, 70, 800, 700, 2, 30]
+    report._iou_bars(ctx, "x.png", iou, "per-class IoU", gt)
+    assert seen["labels"][:3] == ["Battery (0.03%)", "Clothing (0.39%)", "Metal (0.52%)"]
+    assert seen["labels"][-1].startswith("Paper pack") and seen["values"][:3] == [0.05, 0.8, 0.1]
+    assert seen["colors"][0] == report.CLASS_COLORS[9] and "rarest class first" in seen["title"]
+    report._iou_bars(ctx, "x.png", iou, "per-class IoU")  # old metrics without gt_pixels: class order
+    assert seen["labels"][0] == "Background" and seen["values"][0] == 0.9
+
+
+def test_pseudo_label_class_balanced_keeps_each_class_top_share(tmp_path, capsys):
+    """pseudo_label.py --threshold-mode class-balanced against the teacher's own probabilities, computed here."""
+    import models
+    import pseudo_label
+    from data.coco import CocoSegDataset
+    demo = str(tmp_path / "demo")
+    subprocess.run([PY, "-m", "data.demo", "--out", demo, "--train", "2", "--val", "2", "--test", "3", "--extra", "0",
+                    "--size", "64", "--seed", "5"], cwd=ROOT, check=True, capture_output=True)
+    torch.manual_seed(0)
+    model = models.build_model("upernet_convnext_demo", 11).eval()
+    ck = str(tmp_path / "model.pt")
+    torch.save({"model": model.state_dict(), "model_name": "upernet_convnext_demo", "num_classes": 11}, ck)
+    out = tmp_path / "pl"
+    keep = 0.3
+    pseudo_label.main(pseudo_label.get_args_parser().parse_args(
+        ["--ckpt", ck, "--data-root", demo, "--json", "test.json", "--out", str(out), "--scales", "64",
+         "--workers", "0", "--threshold-mode", "class-balanced", "--keep", str(keep)]))
+    printed = capsys.readouterr().out
+    assert "class-balanced (CBST) keep 0.3" in printed and "kept share by predicted class" in printed
+    ds = CocoSegDataset(demo, str(out / "pseudo.json"))
+    src = CocoSegDataset(demo, os.path.join(demo, "test.json"))
+    conf, lab, got = [], [], []
+    with torch.no_grad():
+        for i in range(len(src)):
+            x = model.normalize(torch.from_numpy(src[i]["image"]).permute(2, 0, 1)[None])  # (1, 3, 64, 64)
+            p = model(x).softmax(1)[0]  # (C, 64, 64): one view at the image's own size
+            m, l = p.max(0)
+            conf.append(m.reshape(-1))
+            lab.append(l.reshape(-1))
+            got.append(torch.from_numpy(ds[i]["mask"]).reshape(-1).long())
+    conf, lab, got = torch.cat(conf), torch.cat(lab), torch.cat(got)
+    kept = got != 255
+    assert torch.equal(got[kept], lab[kept])
+    classes = lab.unique().tolist()
+    assert len(classes) >= 2
+    for c in classes:
+        mine = lab == c
+        n, k = int(mine.sum()), math.ceil(keep * int(mine.sum()))
+        kc = int((kept & mine).sum())
+        assert k <= kc <= k + max(2, n // 200), (c, n, k, kc)  # ties at 1/65535 may add a few
+        if kc < n:
+            assert conf[kept & mine].min() >= conf[~kept & mine].max() - 2e-5  # the most confident are the kept
+    info = json.load(open(out / "pseudo.json"))["info"]
+    assert info["threshold_mode"] == "class-balanced" and info["keep"] == 0.3 and len(info["class_thresholds"]) == 11
