@@ -399,3 +399,20 @@ def test_pseudo_label_class_balanced_keeps_each_class_top_share(tmp_path, capsys
             assert conf[kept & mine].min() >= conf[~kept & mine].max() - 2e-5  # the most confident are the kept
     info = json.load(open(out / "pseudo.json"))["info"]
     assert info["threshold_mode"] == "class-balanced" and info["keep"] == 0.3 and len(info["class_thresholds"]) == 11
+
+
+def test_makefile_imbalanced_demo_and_pseudo_args(tmp_path):
+    """make train DATA_ROOT=demo_imbalanced uses the demo recipe and generates the data; PSEUDO_ARGS reaches
+    pseudo_label.py (dry runs: nothing is executed)."""
+    def dry(*a):
+        r = subprocess.run(["make", "-n", "-B", *a], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+    out = dry("train", "DATA_ROOT=demo_imbalanced", "EXP=" + str(tmp_path / "x"))
+    assert "data.demo --out demo_imbalanced --imbalance" in out
+    assert "--data-root demo_imbalanced" in out and "--iters 3000" in out and "--crop-size 128" in out
+    real = dry("train", "DATA_ROOT=" + str(tmp_path), "EXP=" + str(tmp_path / "x"))
+    assert "--crop-size 128" not in real and "data.demo" not in real  # real data: the recipe's defaults
+    out = dry("pseudo", "DATA_ROOT=demo_imbalanced", "EXP=" + str(tmp_path / "x"), "ROUNDS=1",
+              "PSEUDO_ARGS=--threshold-mode class-balanced --keep 0.5")
+    assert "--threshold-mode class-balanced --keep 0.5" in out
