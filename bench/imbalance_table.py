@@ -41,6 +41,20 @@ def cells(rec: dict) -> list[str]:
     return [f"{rec['miou']:.4f}", *("n/a" if v is None else f"{v:.3f}" for v in rare), f"{low_v:.3f} {CLASSES[low_c]}"]
 
 
+def balance_summary(bal: list[dict]) -> list[str]:
+    """The --balance row: mean (range) over the seeds that finished."""
+    if len(bal) < 2:
+        return []
+
+    def stat(vals: list[float]) -> str:
+        return f"{sum(vals) / len(vals):.3f} ({min(vals):.3f}–{max(vals):.3f})"
+    m = [r["miou"] for r in bal]
+    rare = [stat([r["iou"][CLASSES.index(n)] or 0.0 for r in bal]) for n in RARE]
+    low = stat([min(v for v in r["iou"] if v is not None) for r in bal])
+    return ["| " + " | ".join([f"**--balance, mean (range) of {len(bal)} seeds**",
+                               f"{sum(m) / len(m):.4f} ({min(m):.4f}–{max(m):.4f})", *rare, low]) + " |"]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--exp", default="runs/imbalance")
@@ -53,21 +67,15 @@ def main(argv: list[str] | None = None) -> None:
         rec = final(os.path.join(a.exp, name))
         recs[name] = rec
         lines.append("| " + " | ".join([label, *(cells(rec) if rec else ["not run"] + [""] * (len(head) - 2))]) + " |")
-    bal = [recs[f"balance_s{k}"] for k in range(3) if recs.get(f"balance_s{k}")]
-    if len(bal) > 1:
-        def stat(vals: list[float]) -> str:
-            return f"{sum(vals) / len(vals):.3f} ({min(vals):.3f}–{max(vals):.3f})"
-        m = [r["miou"] for r in bal]
-        rare = [stat([r["iou"][CLASSES.index(n)] or 0.0 for r in bal]) for n in RARE]
-        low = stat([min(v for v in r["iou"] if v is not None) for r in bal])
-        lines.append("| " + " | ".join([f"--balance, mean (range) of {len(bal)} seeds",
-                                         f"{sum(m) / len(m):.4f} ({min(m):.4f}–{max(m):.4f})", *rare, low]) + " |")
+        if name == "balance_s2":
+            lines += balance_summary([recs[f"balance_s{k}"] for k in range(3) if recs.get(f"balance_s{k}")])
     ctl = recs.get("pl_control")
+    lines.append("")
     for mode in ("global", "cbst"):
         r = recs.get(f"pl_{mode}")
         if r and ctl:
             gain = r["miou"] - ctl["miou"]
-            lines.append(f"\npseudo-label round, {mode}: {r['miou']:.4f} vs control {ctl['miou']:.4f} "
+            lines.append(f"pseudo-label round, {mode}: {r['miou']:.4f} vs control {ctl['miou']:.4f} "
                          f"({gain:+.4f}: {'a gain' if gain > 0 else 'no gain'} over the control)")
     if a.note:
         lines.append(f"\nnote: {a.note}")
