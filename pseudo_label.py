@@ -7,7 +7,9 @@
     torchrun --nproc_per_node 8 pseudo_label.py ...   # images sharded across GPUs
 
 Pixels whose merged maximum probability is below --threshold become 255 (ignored by the loss). The default comes
-from measurements on the demo data, in README "Pseudo-labelling".
+from measurements on the demo data, in README "Pseudo-labelling". With --threshold-mode class-balanced --keep P
+(CBST), each predicted class keeps its P most confident share instead, so rare classes are not dropped:
+    python pseudo_label.py ... --threshold-mode class-balanced --keep 0.5     # make pseudo PSEUDO_ARGS="..."
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import torch
 
 import models
@@ -24,6 +27,7 @@ from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from engine import dist as D
 from engine.evaluate import resolve_amp
+from engine.pseudo import ClassBalancedSelector, quantise
 from data.io import atomic_write_text, output_collisions, output_relpath, write_palette_png
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
 from engine.predict import TTA_RATIOS, add_mode_args, mode_kwargs, tta_accumulate
@@ -39,6 +43,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", nargs="+", default=["test.json"], help="COCO image lists to label")
     p.add_argument("--out", required=True, help="output folder (never inside --data-root)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="0 keeps every pixel (the team's)")
+    p.add_argument("--threshold-mode", default="global", choices=["global", "class-balanced"],
+                   help="global: one --threshold; class-balanced: CBST, per class the top --keep share by confidence")
+    p.add_argument("--keep", type=float, default=0.5, help="class-balanced: share of each class's pixels kept")
     p.add_argument("--tta", action="store_true",
                    help=f"views at {TTA_RATIOS} × the longer side (256..640 for 512 px) × horizontal flip")
     p.add_argument("--scales", type=int, nargs="+", default=None)
@@ -72,6 +79,8 @@ def main(args: argparse.Namespace) -> dict:
                  f"mixed with the real data")
     if not 0.0 <= args.threshold < 1.0:
         sys.exit(f"error: --threshold must be in [0, 1), got {args.threshold}")
+    if not 0.0 < args.keep <= 1.0:
+        sys.exit(f"error: --keep must be in (0, 1], got {args.keep}")
     jsons = [j if (os.path.isabs(j) or os.path.exists(j)) else os.path.join(args.data_root, j) for j in args.json]
     teachers = []
     for c in args.ckpt:
@@ -101,6 +110,22 @@ def main(args: argparse.Namespace) -> dict:
     pix = torch.zeros(C, dtype=torch.float64)  # pixels predicted as each class
     ign = torch.zeros(C, dtype=torch.float64)  # of those, below the threshold
     entries, skipped = [], []
+    # class-balanced: thresholds need every image's confidences first; labels wait here (3 bytes a pixel).
+    cbst = ClassBalancedSelector(C, args.keep) if args.threshold_mode == "class-balanced" else None
+    held = []
+
+    def write(labels: torch.Tensor, low: torch.Tensor, iid: str, index: int) -> None:
+        nonlocal pix, ign
+        pix += torch.bincount(labels.reshape(-1), minlength=C).double()
+        ign += torch.bincount(labels[low], minlength=C).double()
+        labels[low] = IGNORE_INDEX
+        rel = output_relpath(iid, ".png")  # inside --out even for absolute or '..' file_names
+        write_palette_png(os.path.join(out, rel), labels.to(torch.uint8).numpy())
+        rec = dict(ds.images[index])
+        rec.pop("mask_file", None)
+        rec["mask_file"] = rel  # relative to pseudo.json's folder
+        entries.append((index, rec))
+
     bar = ImageProgress(len(ds), "pseudo-label", info)
     for batch in loader:
         img_b = batch["image"].to(dev, non_blocking=True)  # (B, 3, H, W) uint8
@@ -114,20 +139,27 @@ def main(args: argparse.Namespace) -> dict:
                                  compile=args.compile, **mode)
             labels, maxp = acc.argmax()  # (1, h, w), (1, h, w)
             labels, maxp = labels[0].long().cpu(), maxp[0].float().cpu()
-            low = maxp < args.threshold
-            pix += torch.bincount(labels.reshape(-1), minlength=C).double()
-            ign += torch.bincount(labels[low], minlength=C).double()
-            labels[low] = IGNORE_INDEX
-            iid = batch["image_id"][j]
-            rel = output_relpath(iid, ".png")  # inside --out even for absolute or '..' file_names
-            write_palette_png(os.path.join(out, rel), labels.to(torch.uint8).numpy())
-            rec = dict(ds.images[batch["index"][j]])
-            rec.pop("mask_file", None)
-            rec["mask_file"] = rel  # relative to pseudo.json's folder
-            entries.append((batch["index"][j], rec))
+            if cbst is None:
+                write(labels, maxp < args.threshold, batch["image_id"][j], batch["index"][j])
+            else:
+                q = quantise(maxp)  # (h, w)
+                cbst.add(labels, q)
+                held.append((labels.to(torch.uint8), q.numpy().astype(np.uint16), batch["image_id"][j],
+                             batch["index"][j]))
         bar.update(len(sizes))
     bar.close()
     skipped = ds.skipped + gather_lists(skipped, info)
+    thr = None
+    if cbst is not None:
+        if info.enabled:  # one threshold per class over the whole set: every rank's histogram
+            hists = [None] * info.world_size
+            torch.distributed.all_gather_object(hists, cbst.hist)
+            cbst.merge(hists)
+        thr = cbst.thresholds()  # (C,) quantised levels
+        for labels, q, iid, index in held:
+            labels = labels.long()
+            write(labels, cbst.low(labels, torch.from_numpy(q.astype(np.int32)), thr), iid, index)
+        held.clear()
     if info.enabled:
         gathered = [None] * info.world_size
         torch.distributed.all_gather_object(gathered, (entries, pix, ign))
@@ -143,11 +175,18 @@ def main(args: argparse.Namespace) -> dict:
         rec["id"] = k
     share = {CLASSES[c] if c < len(CLASSES) else str(c): (float(ign[c] / pix[c]) if pix[c] > 0 else None)
              for c in range(C)}
+    rule = (f"threshold {args.threshold}" if cbst is None else
+            f"class-balanced (CBST) keep {args.keep}: thresholds " + " ".join(
+                f"{CLASSES[c] if c < len(CLASSES) else c} {float(thr[c]) / 65535:.3f}" for c in range(C)
+                if pix[c] > 0))
     total_ign = float(ign.sum() / pix.sum())
     if info.is_main:
         doc = {
             "info": {"description": "trashseg pseudo-labels", "teachers": [os.path.abspath(c) for c in args.ckpt],
-                     "threshold": args.threshold, "scales": scales, "flip": flip, "test_mode": mode,
+                     "threshold": args.threshold, "threshold_mode": args.threshold_mode,
+                     "keep": args.keep if cbst is not None else None,
+                     "class_thresholds": None if thr is None else [float(t) / 65535 for t in thr.tolist()],
+                     "scales": scales, "flip": flip, "test_mode": mode,
                      "sources": [os.path.abspath(j) for j in jsons], "ignored_share": total_ign,
                      "ignored_share_per_class": share},
             "images": [rec for _, rec in entries],
@@ -155,9 +194,9 @@ def main(args: argparse.Namespace) -> dict:
         }
         atomic_write_text(os.path.join(out, "pseudo.json"), json.dumps(doc) + "\n")
         print(f"labelled {len(entries)} images with {len(teachers)} teacher(s), {len(scales) * (1 + flip)} views, "
-              f"threshold {args.threshold}: {100 * total_ign:.1f}% of pixels ignored")
-        print("ignored share by predicted class: " + "  ".join(
-            f"{k} {100 * v:.1f}%" for k, v in share.items() if v is not None))
+              f"{rule}: {100 * total_ign:.1f}% of pixels ignored")
+        print("kept share by predicted class: " + "  ".join(
+            f"{k} {100 * (1 - v):.1f}%" for k, v in share.items() if v is not None))
         print(f"wrote {os.path.join(out, 'pseudo.json')}")
         report_skips(skipped, "they have no pseudo-label")
     D.cleanup(info)

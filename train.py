@@ -6,6 +6,7 @@
     torchrun --nnodes 2 --node_rank 0 --master_addr HOST --nproc_per_node 8 train.py ...   # multi-node
     python train.py ... --resume                  # continue runs/x/last.pt exactly
     python train.py ... --train-json train.json runs/pl1/pseudo.json       # train + pseudo-labels
+    python train.py ... --balance                 # rare classes (README "Rare classes"; --class-weight, --ohem, --loss)
 
 Defaults are SPEC §4's recipe for the chosen backbone (models.recipe); every augmentation knob is an --aug-* flag.
 """
@@ -37,7 +38,6 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _request_stop)
 
 import torch
-import torch.nn.functional as F
 
 import models
 from data import IGNORE_INDEX, NUM_CLASSES
@@ -47,6 +47,7 @@ from data.transforms import TRAIN_DEFAULTS, build_transform
 from engine import chaos
 from engine import checkpoint as ckpt
 from engine import dist as D
+from engine import imbalance
 from engine.cli import cli_errors
 from engine.evaluate import autocast, evaluate, resolve_amp
 from engine.predict import Predictor, add_mode_args, mode_kwargs
@@ -119,6 +120,7 @@ def get_args_parser() -> argparse.ArgumentParser:
             g.add_argument(flag, type=float, default=None)
         else:
             g.add_argument(flag, type=type(v), default=v)
+    imbalance.add_args(p)
     return p
 
 
@@ -153,20 +155,11 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     args.train_json = [where(j) for j in args.train_json]
     args.val_json = where(args.val_json) if args.val_json else ""
     args.resume_auto = args.resume == "auto"
+    imbalance.resolve(args)  # --balance fills the imbalance options it names; a bad one exits 2
     if args.resume == "auto":
         last = os.path.join(args.out, "last.pt")
         args.resume = last if os.path.isfile(last) else None  # nothing saved yet: this is the first start
     return args
-
-
-def seg_loss(logits: torch.Tensor, target: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy averaged over the `kept` (non-ignored, clamped to >= 1) pixels: 0 when there are none.
-
-    F.cross_entropy's mean is 0/0 = NaN for a batch whose every pixel is 255 (crops of pseudo-labelled images the
-    teacher was unsure about, padding), which stopped the run as a "non-finite loss"; mmseg's loss is 0 there.
-    Same value as the mean otherwise, and no host sync.
-    """
-    return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum") / kept
 
 
 # Settings that do not change what is trained (where output goes, how often it is written, how it is shown).
@@ -205,6 +198,7 @@ class Run:
     best: float = -1.0
     miou: float = math.nan
     val_mode: dict = None  # engine.predict's mode_kwargs for validation (--val-mode whole|slide)
+    criterion: Any = None  # engine.imbalance's loss: .main (decode head) and .aux
 
     @property
     def global_batch(self) -> int:
@@ -288,6 +282,8 @@ def build_data(run: Run) -> None:
         if both:  # legitimate for a final run on all data, but then the score is not a held-out one: say so
             run.log(f"warning: {len(both)} of {len(val_set)} validation images are also training images (e.g. "
                     f"{both[0]}): the validation mIoU is not a held-out score")
+    # Loss terms, class weights, OHEM and rare-class sampling (README "Rare classes"): plain CE by default.
+    run.criterion = imbalance.build_criterion(args, train_set, run.log).to(run.info.device)
     aug = {k: getattr(args, "aug_" + k) for k in TRAIN_DEFAULTS}
     run.transform = build_transform("train", crop_size=args.crop_size, **aug)
 
@@ -394,7 +390,8 @@ def build_loader_and_seed(run: Run, state: dict | None) -> Iterator[dict]:
     # The data stream is a function of (seed, sample position): resume re-enters it at the next unseen sample.
     data_iter = build_train_loader(run.train_set, run.transform, batch_size=args.batch_size, seed=args.seed,
                                    workers=args.workers, rank=info.rank, world_size=info.world_size,
-                                   start_sample=run.start_sample)
+                                   start_sample=run.start_sample,
+                                   sample_weights=imbalance.sample_weights(args, run.train_set, run.log))
     # RNG (drop path, dropout) is set after the loader exists, so creating workers cannot shift it.
     if state is None:
         torch.manual_seed(args.seed + info.rank)
@@ -464,12 +461,14 @@ def validate(run: Run, it: int) -> float:
                    amp=resolve_amp(args.val_amp, info.device), channels_last=args.channels_last,
                    normalize=run.raw.normalize, compile=args.compile and run.val_mode["mode"] == "whole")
     rec = {"iter": it, "miou": res["miou"], "acc": res["acc"], "macc": res["macc"],
-           "iou": [None if math.isnan(v) else round(v, 5) for v in res["iou"].tolist()]}
+           "iou": [None if math.isnan(v) else round(v, 5) for v in res["iou"].tolist()],
+           "gt_pixels": res["cm"].sum(1).tolist()}  # class frequency: the report sorts rare classes first
     if info.is_main:
         run.metrics.write(rec)
         plot_curves(run.metrics.read(), os.path.join(args.out, "curves.png"))
         per = " ".join(f"{v:.3f}" if v is not None else "n/a" for v in rec["iou"])
         run.log(f"\n[val @ {it}] mIoU {res['miou']:.4f}  acc {res['acc']:.4f}  macc {res['macc']:.4f}  IoU: {per}")
+        run.log("  IoU, rarest class first (share of val pixels): " + imbalance.iou_line(rec["iou"], rec["gt_pixels"]))
     if res["miou"] > run.best:
         run.best = res["miou"]
         save_checkpoint(run, os.path.join(args.out, "best.pt"), it)
@@ -506,8 +505,8 @@ def train_step(run: Run, it: int, data_iter: Iterator[dict]) -> tuple[float, flo
             with autocast(dev, args.amp):
                 logits, aux = run.fwd(x)  # (B, C, H, W) each, at input size
                 kept = (target != IGNORE_INDEX).sum().clamp(min=1)  # one count for both heads
-                loss_main = seg_loss(logits.float(), target, kept)
-                loss_aux = seg_loss(aux.float(), target, kept)
+                loss_main = run.criterion.main(logits.float(), target, kept)
+                loss_aux = run.criterion.aux(aux.float(), target, kept)
                 loss = (loss_main + args.aux_weight * loss_aux) / args.grad_accum
             scaler.scale(loss).backward()
         loss_sum += loss_main.item() / args.grad_accum

@@ -2,6 +2,7 @@
 
     python -m data.demo --out demo_data                      # defaults: --train 240 --val 40 --test 40 --extra 120
     python -m data.demo --out DIR --train N --val N --test N --extra N --size 256 --seed 0
+    python -m data.demo --out demo_imbalanced --imbalance   # the competition's class proportions, 480 train images
 
 Writes DIR/{train,val,test,train_all,extra}.json and JPEG images (quality 90) under DIR/batch_01_vt/,
 DIR/batch_02_vt/ (train and val) and DIR/batch_03/ (test and extra); file_name is e.g. `batch_01_vt/0001.jpg`.
@@ -52,6 +53,11 @@ GT, PAPER, PACK, METAL, GLASS, PLASTIC, STYRO, BAG, BATTERY, CLOTHING = range(1,
 # are learnable from ~240 images in a few CPU minutes (real: Paper 9311 … Battery 63).
 CLASS_WEIGHTS = {GT: 10.0, PAPER: 18.0, PACK: 7.0, METAL: 8.0, GLASS: 8.0, PLASTIC: 11.0, STYRO: 8.0, BAG: 16.0,
                  BATTERY: 4.0, CLOTHING: 4.0}
+# --imbalance: the competition's own proportions, its annotation counts in train_all (SPEC §1 table), so Battery is
+# drawn 63 times for Paper's 9311 (about 8 Battery objects in 480 images) and the rare classes decide the mIoU.
+COMPETITION_ANNOTATIONS = {GT: 2782, PAPER: 9311, PACK: 659, METAL: 562, GLASS: 610, PLASTIC: 3090, STYRO: 1343,
+                           BAG: 7643, BATTERY: 63, CLOTHING: 177}
+IMBALANCED_SIZES = dict(train=480, val=80, test=40, extra=120)  # several hundred images: the rare ones exist
 
 # Shared colour pool (RGB); each class draws from a subset that overlaps several other classes' subsets.
 POOL = {
@@ -293,15 +299,18 @@ def _uncompressed_rle(mask: np.ndarray) -> list[int]:
     return counts
 
 
-def render_image(rng: np.random.Generator, size: int, force: tuple[int, ...] = ()) -> tuple[np.ndarray, list[dict]]:
+def render_image(rng: np.random.Generator, size: int, force: tuple[int, ...] = (),
+                 weights: dict[int, float] | None = None) -> tuple[np.ndarray, list[dict]]:
     """One RGB uint8 image and its objects: dicts with class_id, polys (list of flat lists), mask (bool), area.
 
     Objects are drawn largest-area first, so the picture agrees with the SPEC painting of its annotations.
+    `weights`: relative class frequency of a drawn object (default CLASS_WEIGHTS).
     """
     H = W = size
     scale = size / 256.0
-    classes = list(CLASS_WEIGHTS)
-    p = np.array([CLASS_WEIGHTS[c] for c in classes])
+    weights = weights or CLASS_WEIGHTS
+    classes = list(weights)
+    p = np.array([weights[c] for c in classes], np.float64)
     n = int(min(3 + rng.poisson(3.5), 11))
     picks = list(force) + [int(rng.choice(classes, p=p / p.sum())) for _ in range(max(n - len(force), 0))]
     order = rng.permutation(len(picks))
@@ -371,8 +380,11 @@ def _annotation(rng: np.random.Generator, obj: dict, ann_id: int, image_id: int,
 
 
 def make_demo(out_dir: str, train: int = 240, val: int = 40, test: int = 40, extra: int = 120, size: int = 256,
-              seed: int = 0) -> dict:
-    """Generate the demo data root in `out_dir`; returns {split: number of images}."""
+              seed: int = 0, imbalance: bool = False) -> dict:
+    """Generate the demo data root in `out_dir`; returns {split: number of images}.
+
+    `imbalance`: objects drawn in the competition's proportions (COMPETITION_ANNOTATIONS); nothing is forced into
+    train, and Battery and Clothing are forced into 3 validation images only, so their IoU is measured at all."""
     os.makedirs(out_dir, exist_ok=True)
     meta = np.random.default_rng([seed, 99])
     # Category ids that are not the class ids, listed in a shuffled order, names with varied capitalisation.
@@ -394,8 +406,8 @@ def make_demo(out_dir: str, train: int = 240, val: int = 40, test: int = 40, ext
         srng = np.random.default_rng([seed, si, 1_000_003])
         labelled = split in ("train", "val")
         forced: dict[int, list[int]] = {i: [] for i in range(n)}
-        if labelled and n:
-            for cls, share in ((BATTERY, 0.12), (CLOTHING, 0.1)):
+        if labelled and n and not (imbalance and split == "train"):
+            for cls, share in ((BATTERY, 0.0 if imbalance else 0.12), (CLOTHING, 0.0 if imbalance else 0.1)):
                 k = min(n, max(3, round(share * n)))
                 for i in srng.choice(n, size=k, replace=False).tolist():
                     forced[i].append(cls)
@@ -408,7 +420,8 @@ def make_demo(out_dir: str, train: int = 240, val: int = 40, test: int = 40, ext
             k = image_seq[0]
             image_seq[0] += 1
             image_id = 1000 + 7 * k + (k * k) % 5  # increasing, gappy, not 0..N-1
-            img, objects = render_image(rng, size, tuple(forced[i]))
+            img, objects = render_image(rng, size, tuple(forced[i]),
+                                        COMPETITION_ANNOTATIONS if imbalance else None)
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
             assert ok
             atomic_write_bytes(os.path.join(out_dir, file_name), buf.tobytes())
@@ -438,10 +451,13 @@ def make_demo(out_dir: str, train: int = 240, val: int = 40, test: int = 40, ext
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data.demo", description="Write the synthetic demo data root.")
     p.add_argument("--out", required=True, help="output data root")
-    p.add_argument("--train", type=int, default=240)
-    p.add_argument("--val", type=int, default=40)
-    p.add_argument("--test", type=int, default=40)
-    p.add_argument("--extra", type=int, default=120, help="unlabelled images (extra.json) for pseudo-labelling")
+    p.add_argument("--train", type=int, default=None, help="default 240 (480 with --imbalance)")
+    p.add_argument("--val", type=int, default=None, help="default 40 (80 with --imbalance)")
+    p.add_argument("--test", type=int, default=None, help="default 40")
+    p.add_argument("--extra", type=int, default=None,
+                   help="unlabelled images (extra.json) for pseudo-labelling, default 120")
+    p.add_argument("--imbalance", action="store_true",
+                   help="objects in the competition's class proportions (Battery 63 : Paper 9311), more images")
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -449,7 +465,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    sizes = IMBALANCED_SIZES if args.imbalance else dict(train=240, val=40, test=40, extra=120)
     for name in ("train", "val", "test", "extra"):
+        if getattr(args, name) is None:
+            setattr(args, name, sizes[name])
         if getattr(args, name) < 0:
             print(f"error: --{name} must be >= 0", file=sys.stderr)
             return 2
@@ -457,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --size must be >= 32", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    counts = make_demo(args.out, args.train, args.val, args.test, args.extra, args.size, args.seed)
+    counts = make_demo(args.out, args.train, args.val, args.test, args.extra, args.size, args.seed, args.imbalance)
     print(f"wrote demo data to {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
           + f" images ({time.perf_counter() - t0:.1f} s)")
     return 0

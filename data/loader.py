@@ -72,6 +72,38 @@ class InfiniteSampler(Sampler):
             pos += G
 
 
+class WeightedInfiniteSampler(InfiniteSampler):
+    """InfiniteSampler's stream and sharding, with each "epoch" of n keys drawn with replacement from ``weights``
+    (rare-class sampling, data/rcs.py) by ``torch.multinomial`` under a generator seeded from (seed, e).
+
+    A key is ``(p, index)`` with p the global stream position, so an image drawn twice is augmented differently;
+    the stream is still a pure function of (seed, position): exact resume and any world size hold as above."""
+
+    def __init__(self, weights, num_samples: Optional[int] = None, **kw):
+        w = torch.as_tensor(weights, dtype=torch.float64)  # (N,)
+        if w.ndim != 1 or not bool((w >= 0).all()) or float(w.sum()) <= 0:
+            raise ValueError("sample weights must be a 1-D non-negative vector with a positive sum")
+        super().__init__(num_samples or len(w), **kw)
+        self.weights = w
+
+    def epoch_draws(self, epoch: int) -> list[int]:
+        g = torch.Generator()
+        g.manual_seed(_epoch_seed(self.seed, epoch))
+        return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        n, G, B = self.num_samples, self.global_batch_size, self.local_batch_size
+        epoch, draws = -1, None
+        pos = self.start + self.rank * B
+        while True:
+            for p in range(pos, pos + B):
+                e = p // n
+                if e != epoch:
+                    epoch, draws = e, self.epoch_draws(e)
+                yield p, draws[p - e * n]
+            pos += G
+
+
 class TrainSet(Dataset):
     """``base[index]`` augmented with ``rng = default_rng([seed, epoch, index])``.
 
@@ -241,12 +273,14 @@ def _worker_init(_worker_id: int) -> None:
 def build_train_loader(dataset, transform, batch_size: int, seed: int, workers: int = 4, rank: int = 0,
                        world_size: int = 1, start_sample: int = 0, pin_memory: Optional[bool] = None,
                        copy_paste_p: float = 0.0, copy_paste_kwargs: Optional[dict] = None,
-                       prefetch_factor: int = 2, mask_dtype: torch.dtype = torch.int64) -> Iterator[dict]:
+                       prefetch_factor: int = 2, mask_dtype: torch.dtype = torch.int64,
+                       sample_weights=None) -> Iterator[dict]:
     """Endless iterator of this rank's batches: dict(image uint8 (B, 3, H, W), mask int64 (B, H, W), sizes).
 
     ``batch_size`` is per rank; the global batch is batch_size × world_size. ``start_sample`` = global samples already
     consumed (steps × global batch) to resume. ``dataset`` is a base dataset (wrapped in TrainSet with ``transform``)
-    or a ready TrainSet (then ``transform`` must be None). Pinned memory defaults to CUDA availability."""
+    or a ready TrainSet (then ``transform`` must be None). Pinned memory defaults to CUDA availability.
+    ``sample_weights`` (N,): draw images with these probabilities (WeightedInfiniteSampler) instead of permutations."""
     if isinstance(dataset, TrainSet):
         if transform is not None or copy_paste_p > 0:
             raise ValueError("pass transform / copy-paste to the TrainSet, not to build_train_loader")
@@ -254,8 +288,14 @@ def build_train_loader(dataset, transform, batch_size: int, seed: int, workers: 
     else:
         train_set = TrainSet(dataset, transform, seed, copy_paste_p=copy_paste_p,
                              copy_paste_kwargs=copy_paste_kwargs)
-    sampler = InfiniteSampler(len(train_set), seed=seed, rank=rank, world_size=world_size,
-                              global_batch_size=batch_size * world_size, start=start_sample)
+    kw = dict(seed=seed, rank=rank, world_size=world_size, global_batch_size=batch_size * world_size,
+              start=start_sample)
+    if sample_weights is None:
+        sampler = InfiniteSampler(len(train_set), **kw)
+    else:
+        if len(sample_weights) != len(train_set):
+            raise ValueError(f"{len(sample_weights)} sample weights for {len(train_set)} training images")
+        sampler = WeightedInfiniteSampler(sample_weights, **kw)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, num_workers=workers,

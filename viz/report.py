@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from data.rcs import rare_first
 from viz import ReportError, draw
 from viz.site import (IMG_DIR, Item, Panel, SiteWriter, bar, class_label, error_legend_html, esc, figure,
                       gallery, json_block, legend_html, safe_name, table)
@@ -324,9 +325,18 @@ def _curves(ctx: Ctx, r_i: int, run: dict) -> str:
     return '<h3>Curves</h3><div class="figs">' + "".join(figs) + "</div>"
 
 
-def _iou_bars(ctx: Ctx, path: str, iou: Sequence[float | None], title: str) -> str:
-    chart = draw.bar_chart(list(CLASSES), [None if v is None else float(v) for v in iou], CLASS_COLORS, title,
-                           max_value=1.0)
+def _iou_bars(ctx: Ctx, path: str, iou: Sequence[float | None], title: str,
+              gt_pixels: Sequence[float] | None = None) -> str:
+    """Per-class IoU bars; with the ground truth's pixel counts, rarest class first (the classes that decide mIoU)."""
+    order = rare_first(iou, gt_pixels) if gt_pixels is not None else list(range(len(iou)))
+    if gt_pixels is not None:
+        total = float(sum(gt_pixels)) or 1.0
+        names = [f"{CLASSES[c]} ({100 * float(gt_pixels[c]) / total:.2f}%)" for c in order]
+        title += ", rarest class first (share of pixels)"
+    else:
+        names = [CLASSES[c] for c in order]
+    chart = draw.bar_chart(names, [None if iou[c] is None else float(iou[c]) for c in order],
+                           [CLASS_COLORS[c] for c in order], title, max_value=1.0)
     return figure(ctx.site.image(path, chart), title)
 
 
@@ -349,11 +359,12 @@ def _run_html(ctx: Ctx, r_i: int, run: dict, res: dict | None, ej: str, worst: i
     figs = []
     if best and best.get("iou"):
         figs.append(_iou_bars(ctx, f"{IMG_DIR}/run{r_i}/iou_best_val.png", best["iou"],
-                              f"per-class IoU, validation at iteration {best['iter']}"))
+                              f"per-class IoU, validation at iteration {best['iter']}", best.get("gt_pixels")))
     if res and res["scores"]:
         sc = res["scores"]
         figs.append(_iou_bars(ctx, f"{IMG_DIR}/run{r_i}/iou_eval.png", sc["iou"],
-                              f"per-class IoU, {os.path.basename(res['json'])} ({len(res['per'])} images)"))
+                              f"per-class IoU, {os.path.basename(res['json'])} ({len(res['per'])} images)",
+                              np.asarray(res["cm"]).sum(1).tolist()))
     if figs:
         parts.append('<h3>Per-class IoU</h3><div class="figs">' + "".join(figs) + "</div>")
     if not run["ckpt"]:

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# make imbalance-table: README "Rare classes". Every class-imbalance option on the imbalanced demo
+# (python -m data.demo --imbalance), each alone against plain CE, --balance over three seeds, and one pseudo-label
+# round with the global threshold against the class-balanced one (CBST), both against their control (the same
+# student, same init and iterations, labels only). Then one table (bench/imbalance_table.py).
+#
+#   make imbalance-table                    # the demo recipe (3000 iters): ~7 min a run on 2 idle cores, 12 runs
+#   make imbalance-table ITERS=300          # smoke test of the whole path: its figures mean nothing
+#   ROWS="plain balance_s0" bash bench/imbalance.sh    # only these rows (names as in the table)
+#
+# A finished run (its metrics hold a validation at the last iteration) is skipped, an interrupted one resumed, so the
+# table can be built over several sessions. Runs go to $EXP (default runs/imbalance), one folder per row.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ITERS="${ITERS:-}"
+EXP="${EXP:-runs/imbalance${ITERS:+_it$ITERS}}"  # a smoke test never mixes with the real table's runs
+DEMO_ITERS=3000  # the Makefile's demo recipe
+DATA=demo_imbalanced
+PY=.venv/bin/python
+MAKE="${MAKE:-make}"
+export PYTHONUNBUFFERED=1
+mkdir -p "$EXP"
+[ -f "$DATA/train.json" ] || $MAKE -s data-imbalanced
+
+# name | train.py flags (beyond the demo recipe). OHEM's min_kept is per image: mmseg's 100000 is ~19% of a
+# 512×1024 Cityscapes crop; 3000 is the same share of the demo's 128² crops (100000 would keep every pixel).
+ALL_ROWS=(
+  "plain|"
+  "class_weight|--class-weight auto"
+  "ohem|--ohem 0.7 --ohem-min-kept 3000"
+  "focal|--loss focal:1"
+  "dice|--loss ce:1 dice:0.5"
+  "lovasz|--loss ce:1 lovasz:0.5"
+  "rcs|--rare-class-sampling 0.01"
+  "balance_s0|--balance --seed 0"
+  "balance_s1|--balance --seed 1"
+  "balance_s2|--balance --seed 2"
+)
+want() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
+
+finished() {  # $1 run dir: trained for ${ITERS:-DEMO_ITERS} iterations, with a validation at the last one
+  "$PY" - "$1" "${ITERS:-$DEMO_ITERS}" <<'EOF'
+import json, os, sys
+d, want = sys.argv[1], int(sys.argv[2])
+try:
+    it = json.load(open(os.path.join(d, "args.json")))["iters"]
+    recs = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl")) if '"miou"' in l]
+except (OSError, ValueError, KeyError):
+    sys.exit(1)
+sys.exit(0 if it == want and any(r["iter"] == it for r in recs) else 1)
+EOF
+}
+
+train() {  # $1 name, $2 extra train.py flags
+  local out="$EXP/$1"
+  if finished "$out"; then echo "== $1: done, skipped"; return; fi
+  echo "== $1: $2  ($(date -u +%H:%M:%S))"
+  $MAKE -s train DATA_ROOT=$DATA EXP="$out" ITERS="$ITERS" \
+    ARGS="$2 --resume --no-progress --log-interval 500" > "$out.log" 2>&1 || { tail -20 "$out.log"; exit 1; }
+  grep -E "final val|IoU, rarest" "$out.log" | tail -2
+}
+
+for row in "${ALL_ROWS[@]}"; do
+  name="${row%%|*}"; flags="${row#*|}"
+  want "$name" && train "$name" "$flags"
+done
+
+# Pseudo-label round: teacher = the plain run; unlabelled = test + extra (make pseudo's demo sources), TTA as make
+# pseudo. Students start from the teacher with the same recipe; the control trains on the labels alone.
+TEACHER="$EXP/plain/best.pt"
+if want pl_global || want pl_cbst || want pl_control; then
+  [ -f "$TEACHER" ] || { echo "no $TEACHER: run the plain row first"; exit 1; }
+  for mode in global cbst; do
+    want "pl_$mode" || continue
+    sel="--threshold-mode global"; [ $mode = cbst ] && sel="--threshold-mode class-balanced --keep 0.5"
+    if [ ! -f "$EXP/labels_$mode/pseudo.json" ]; then
+      echo "== labels_$mode: $sel"
+      "$PY" pseudo_label.py --ckpt "$TEACHER" --data-root $DATA --json test.json extra.json --tta \
+        --out "$EXP/labels_$mode" $sel --workers 2 2>&1 | grep -v "^pseudo-label" | tail -3
+    fi
+    train "pl_$mode" "--init $TEACHER --train-json train.json $EXP/labels_$mode/pseudo.json"
+  done
+  want pl_control && train pl_control "--init $TEACHER"
+fi
+
+"$PY" bench/imbalance_table.py --exp "$EXP" ${ITERS:+--note "ITERS=$ITERS: a smoke test, the figures mean nothing"}

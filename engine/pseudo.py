@@ -1,0 +1,64 @@
+"""Which pseudo-label pixels to keep: one global confidence threshold, or class-balanced thresholds (CBST).
+
+    sel = ClassBalancedSelector(num_classes=11, keep=0.5)
+    for labels, maxp in teacher_outputs: sel.add(labels, maxp); store (labels, sel.quantise(maxp))
+    sel.merge(other_ranks_histograms)                   # DDP: every rank's counts, before thresholds
+    thr = sel.thresholds()                              # (C,) quantised confidence threshold per class
+    labels[q < thr[labels]] = 255
+
+CBST (Zou et al. 2018; SPEC §4): for each class c, among the pixels the teacher predicts as c over the whole labelled
+set, the threshold is the confidence at the top-P quantile, so every class keeps the same share P of its pixels (the
+ceil(P · n_c) most confident, more on ties) and a rare class whose confidences are all low is not dropped, as one
+global threshold drops it. Confidences are quantised to 16 bits (1/65535) so a set of any size needs one
+(C, 65536) histogram, and a 512² image is held as 3 bytes per pixel until the thresholds are known.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+LEVELS = 65536
+
+
+def quantise(maxp: torch.Tensor) -> torch.Tensor:
+    """Confidence in [0, 1] → int32 level 0..65535 (floor, so a level's pixels are ≥ its lower edge)."""
+    return (maxp.float().clamp(0, 1) * (LEVELS - 1)).floor().to(torch.int32)
+
+
+class ClassBalancedSelector:
+    def __init__(self, num_classes: int, keep: float):
+        if not 0.0 < keep <= 1.0:
+            raise ValueError(f"--keep must be in (0, 1], got {keep}")
+        self.C, self.keep = num_classes, float(keep)
+        self.hist = torch.zeros(num_classes, LEVELS, dtype=torch.int64)  # (C, L) pixels per class and level
+
+    def add(self, labels: torch.Tensor, q: torch.Tensor) -> None:
+        """labels (...) int class ids, q (...) quantised confidences of the same pixels."""
+        flat = labels.reshape(-1).long() * LEVELS + q.reshape(-1).long()  # (N,)
+        self.hist += torch.bincount(flat, minlength=self.C * LEVELS).view(self.C, LEVELS)
+
+    def merge(self, hists) -> None:
+        """Replace the counts by the sum of several (e.g. every rank's) histograms."""
+        self.hist = sum(h for h in hists)
+
+    def thresholds(self) -> torch.Tensor:
+        """(C,) int64 level per class: keep a pixel predicted as c when its level ≥ thresholds[c].
+
+        thresholds[c] is the level of the ceil(keep · n_c)-th most confident pixel of class c; a class with no
+        pixels gets LEVELS (nothing to keep)."""
+        n = self.hist.sum(1)  # (C,)
+        from_top = self.hist.flip(1).cumsum(1)  # (C, L): pixels at level ≥ L-1-j
+        thr = torch.full((self.C,), LEVELS, dtype=torch.int64)
+        for c in range(self.C):
+            if n[c] == 0:
+                continue
+            k = max(1, math.ceil(self.keep * int(n[c]) - 1e-9))  # the float product of 0.3 · 10 is 3.0000000000000004
+            j = int(torch.searchsorted(from_top[c], torch.tensor(k)))  # first j with from_top ≥ k
+            thr[c] = LEVELS - 1 - j
+        return thr
+
+    @staticmethod
+    def low(labels: torch.Tensor, q: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
+        """bool mask of the pixels to ignore: confidence level below their predicted class's threshold."""
+        return q.long() < thr[labels.long()]
