@@ -10,6 +10,8 @@ if ROOT not in sys.path:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "heavy: a minute or more of CPU (real-size parity, compiles, fault injection): "
+                            "left out of `make test`, run by `make test-heavy` and CI")
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
 
 

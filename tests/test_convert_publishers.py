@@ -249,6 +249,7 @@ FP32_ATOL = {"convnext_tiny": 1e-5, "swin_tiny": 5e-5, "swin_base_w12": 5e-5}
     ("swin_tiny", (232, 256)),  # stages 58×64 … 8×8: all larger than window 7, none a multiple of it
     ("swin_base_w12", (388, 420)),  # 97×105 … 13×14: all larger than 12, none a multiple of it
 ])
+@pytest.mark.heavy
 def test_real_size_upernet_logits(name, hw, tmp_path, capsys):
     """transformers' UperNet at the registry's real widths (random weights, BN statistics too): its
     save_pretrained directory and the mmseg 1.x checkpoint of the same weights, through the CLI, give its logits."""
@@ -276,6 +277,7 @@ def test_real_size_upernet_logits(name, hw, tmp_path, capsys):
     pytest.param("swin_tiny_patch4_window7_224", "upernet_swin_tiny", (448, 448),  # stages 112 … 14: 7k, > 7
                  marks=pytest.mark.slow),
 ])
+@pytest.mark.heavy
 def test_real_size_timm_features(timm_name, model, hw, tmp_path):
     kw = {"img_size": hw[0]} if "swin" in timm_name else {}
     tm = randomise(timm.create_model(timm_name, pretrained=False, **kw)).eval()

@@ -246,6 +246,7 @@ def test_grad_checkpointing_gives_the_same_gradients(name, ov):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("name,ov", [("upernet_convnext_demo", TINY_CONVNEXT), ("upernet_swin_tiny", TINY_SWIN)])
 def test_torch_compile(name, ov):
     torch.manual_seed(0)

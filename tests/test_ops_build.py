@@ -15,6 +15,7 @@ from csrc import build
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.heavy
 def test_cuda_sources_compile():
     if build.cuda_home() is None:
         pytest.skip("no CUDA toolkit (nvcc) on this machine")

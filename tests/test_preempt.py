@@ -114,6 +114,7 @@ def test_stop_on_the_last_step_without_validation_still_writes_best(demo, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_chaos_two_process_torchrun_survives_sigterm_and_sigkill(tmp_path):
     """bench/chaos.py's short variant (make chaos runs 20 trials): a 2-process torchrun run with DataLoader workers,
     SIGTERM to the launcher / SIGKILL to every process at marked moments (seed 0: inside checkpoint writes; seed 1:
