@@ -31,8 +31,7 @@ from data.submission import (OrderedSubmission, SubmissionError, expected_ids, f
                              validate)
 from engine import dist as D
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
-from engine.evaluate import resolve_amp
-from engine.predict import TTA_RATIOS, add_mode_args, mode_kwargs, tta_accumulate
+from engine.predict import TTA_RATIOS, add_mode_args, inference_settings, tta_accumulate
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -77,13 +76,7 @@ def report(name: str, res: dict) -> str:
 def main(args: argparse.Namespace) -> dict:
     info = D.init(args.device)
     dev = info.device
-    amp = resolve_amp(args.amp, dev)  # auto: bf16 on CUDA and on a CPU with native bf16, else fp32
-    try:
-        mode = mode_kwargs(args)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
-    if args.compile and mode["mode"] != "whole":
-        sys.exit("error: --compile covers --mode whole only (the slide loop runs eagerly)")
+    amp, mode = inference_settings(args, dev)
     json_path = args.json if (os.path.isabs(args.json) or os.path.exists(args.json)) \
         else os.path.join(args.data_root, args.json)
     out = args.out if args.out is not None else os.path.join(os.path.dirname(os.path.abspath(args.ckpt)),

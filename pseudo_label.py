@@ -26,11 +26,10 @@ from data.classes import CLASSES, IGNORE_INDEX
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from engine import dist as D
-from engine.evaluate import resolve_amp
 from engine.pseudo import ClassBalancedSelector, quantise
 from data.io import atomic_write_text, output_collisions, output_relpath, write_palette_png
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
-from engine.predict import TTA_RATIOS, add_mode_args, mode_kwargs, tta_accumulate
+from engine.predict import TTA_RATIOS, add_mode_args, inference_settings, tta_accumulate
 
 DEFAULT_THRESHOLD = 0.6  # README "Pseudo-labelling": the kept-label mIoU peaks here on held-out data
 
@@ -65,13 +64,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     info = D.init(args.device)
     dev = info.device
-    amp = resolve_amp(args.amp, dev)  # auto: bf16 on CUDA and on a CPU with native bf16, else fp32
-    try:
-        mode = mode_kwargs(args)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
-    if args.compile and mode["mode"] != "whole":
-        sys.exit("error: --compile covers --mode whole only (the slide loop runs eagerly)")
+    amp, mode = inference_settings(args, dev)
     out = os.path.abspath(args.out)
     root = os.path.abspath(args.data_root)
     if out == root or out.startswith(root + os.sep):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from csrc import ops
-from engine.evaluate import autocast
+from engine.evaluate import autocast, resolve_amp
 
 TTA_SCALES = (256, 384, 512, 640)  # SPEC §4: the team's scales (step 128) × horizontal flip, for 512-px images
 TTA_RATIOS = (0.5, 0.75, 1.0, 1.25)  # the same views for an image of any size: ratios of its longer side
@@ -190,3 +190,16 @@ def mode_kwargs(args, prefix: str = "") -> dict:
         raise ValueError(f"--{prefix}stride {pair[1]} is larger than --{prefix}crop-size {pair[0]}: "
                          "pixels between windows would get no prediction")
     return {"mode": mode, "crop_size": pair[0], "stride": pair[1]}
+
+
+def inference_settings(args, device: torch.device) -> tuple[str, dict]:
+    """infer.py's and pseudo_label.py's --amp, --mode / --crop-size / --stride and --compile, checked:
+    (amp, mode kwargs for tta_accumulate). A bad combination ends the script with one line (exit 2 via cli_errors)."""
+    amp = resolve_amp(args.amp, device)  # auto: bf16 on CUDA and on a CPU with native bf16, else fp32
+    try:
+        mode = mode_kwargs(args)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if args.compile and mode["mode"] != "whole":
+        raise SystemExit("error: --compile covers --mode whole only (the slide loop runs eagerly)")
+    return amp, mode

@@ -10,7 +10,6 @@ timm's Swin rolls *before* padding and drops the shift for stages no larger than
 only when every stage is a multiple of the window and larger than it: the timm test uses 192 px with window 3.
 """
 import os
-import re
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ import models
 from models import build_model, load_model
 from models.convert import (ConversionError, convert, get_args_parser, main, merge_mmseg_to_official,
                             merge_official_to_mmseg, read_checkpoint, resize_rel_pos_table)
+from publishers import randomise
 
 transformers = pytest.importorskip("transformers")
 timm = pytest.importorskip("timm")
@@ -28,26 +28,7 @@ CNX = dict(dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), channels=24, aux_channels
 SWIN = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=3, channels=24, aux_channels=16)
 
 
-def _randomise(model, seed=0):
-    """Non-trivial values everywhere (BN statistics, norms, layer scales, position tables), so that a mistaken
-    mapping cannot hide behind an identity init."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n.endswith("relative_position_bias_table"):
-                p.copy_(torch.randn(p.shape, generator=g))
-            elif p.ndim == 1:
-                base = 1.0 if re.search(r"(norm|layernorm|batch_norm|bn|layer_scale_parameter|gamma)", n) \
-                    and n.endswith(("weight", "layer_scale_parameter", "gamma")) else 0.0
-                p.copy_(base + 0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(p * (1 + 0.5 * torch.rand(p.shape, generator=g)))
-        for n, b in model.named_buffers():
-            if n.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-            elif n.endswith("running_var"):
-                b.copy_(0.5 + torch.rand(b.shape, generator=g))
-    return model
+_randomise = randomise  # tests/publishers.py: non-trivial values everywhere
 
 
 def hf_upernet(backbone, num_labels=5, hidden=24, aux=16):

@@ -131,16 +131,18 @@ def test_ddp_two_nodes_equal_one(demo, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good(demo, tmp_path, monkeypatch):
+    import torch.nn.functional as F
+
     import train
     calls = {"n": 0}
-    real = train.F.cross_entropy
+    real = F.cross_entropy
 
     def poisoned(*a, **k):
         calls["n"] += 1
         loss = real(*a, **k)
         return loss * float("nan") if calls["n"] > 6 else loss  # 2 CE calls per iteration: NaN at iteration 3
 
-    monkeypatch.setattr(train.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(F, "cross_entropy", poisoned)  # what the loss (models.losses) calls
     args = train.get_args_parser().parse_args(["--data-root", demo, "--out", str(tmp_path / "n"), *TINY,
                                                "--iters", "6", "--ckpt-interval", "2", "--val-json", ""])
     with pytest.raises(SystemExit) as e:
