@@ -10,26 +10,12 @@ import pytest
 import torch
 
 from csrc import ops
+from test_ops import isa  # noqa: F401  (the fixture: each CPU kernel build, restored to auto after)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 gpu = pytest.mark.gpu
 DEVICES = ["cpu", pytest.param("cuda", marks=gpu)]
-
-
-def _isas():
-    if ops.backend()["cpu"] != "ext":
-        return [None]
-    torch.ops.trashseg.cpu_isa("auto")
-    return ["avx2", "baseline"] if torch.ops.trashseg.cpu_isa("") == "avx2" else ["baseline"]
-
-
-@pytest.fixture(params=_isas())
-def isa(request):
-    if request.param is not None:
-        torch.ops.trashseg.cpu_isa(request.param)
-    yield request.param
-    if request.param is not None:
-        torch.ops.trashseg.cpu_isa("auto")
 
 
 # ------------------------------------------------------------------------------------------------ torch.compile
