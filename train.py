@@ -233,12 +233,21 @@ def claim_out_dir(run: Run) -> None:
     # A bare --resume with nothing saved yet, in a folder that holds only this run's own files (args.json of the
     # same settings; its log; a best.pt written just before the first last.pt): the job was killed before its first
     # checkpoint. Restart it from scratch; refusing (exit 2) broke the one-command restart loop of pre-emptible jobs.
-    own = bool(old) and args.resume_auto and _same_run(args)
+    diff = _run_differences(args) if (old and args.resume_auto) else None
+    own = diff == []
     if D.any_flag(bool(old) and not args.overwrite and not own, info):
         if info.is_main:
-            print(f"error: {args.out} already holds a run ({', '.join(os.path.basename(f) for f in old[:6])}"
-                  f"{', ...' if len(old) > 6 else ''}). Continue it with --resume, replace it with --overwrite "
-                  f"(make: ARGS=--overwrite), or choose another --out (make: EXP=...).", file=sys.stderr)
+            files = ', '.join(os.path.basename(f) for f in old[:6]) + (', ...' if len(old) > 6 else '')
+            if args.resume_auto:  # "continue it with --resume" would send the user round in a circle
+                why = ("its args.json records other settings: " + "; ".join(diff) if diff
+                       else "no readable args.json says it is this run")
+                print(f"error: --resume: {args.out} holds no checkpoint, only files of a run ({files}), and {why}. "
+                      f"Restart it with the settings it was started with, replace it with --overwrite (make: "
+                      f"ARGS=--overwrite), or choose another --out (make: EXP=...).", file=sys.stderr)
+            else:
+                print(f"error: {args.out} already holds a run ({files}). Continue it with --resume, replace it with "
+                      f"--overwrite (make: ARGS=--overwrite), or choose another --out (make: EXP=...).",
+                      file=sys.stderr)
         D.cleanup(info)
         sys.exit(2)
     if old:
@@ -250,15 +259,19 @@ def claim_out_dir(run: Run) -> None:
         ckpt.remove_stale_temp(args.out)
 
 
-def _same_run(args: argparse.Namespace) -> bool:
-    """Whether OUT/args.json records this very command's training settings (read by rank 0)."""
+def _run_differences(args: argparse.Namespace) -> list[str] | None:
+    """How this command's training settings differ from those OUT/args.json records ([]: the same run), or None
+    when there is no readable args.json to tell whose files these are (read by rank 0)."""
     try:
         with open(os.path.join(args.out, "args.json")) as f:
             saved = json.load(f)
     except (OSError, ValueError):
-        return False  # no (readable) args.json: cannot tell whose files these are
+        return None
+    if not isinstance(saved, dict):
+        return None
     now = json.loads(json.dumps(vars(args)))  # tuples → lists, as saved
-    return isinstance(saved, dict) and saved.get("model") == args.model and not changed_settings(saved, now)
+    model = [] if saved.get("model") == args.model else [f"model {saved.get('model')!r} → {args.model!r}"]
+    return model + changed_settings(saved, now)
 
 
 def build_data(run: Run) -> None:

@@ -414,20 +414,22 @@ struct ViewBatch {
 };
 
 // Bilinear sample at the four taps, in ATen's CUDA upsample_bilinear2d order of operations.
-// A dimension of unchanged size is a copy, as in F.interpolate: its second tap is not read at all.
-template <typename T>
+// A dimension of unchanged size (SH / SW) is a copy, as in F.interpolate: its second tap is not read at all, so a
+// ±inf there cannot reach this pixel as 0 * inf = NaN. Compile-time flags: runtime ones stayed live through the
+// channel loop and made ptxas spill (8-16 bytes of stack).
+template <typename T, bool SH, bool SW>
 __device__ __forceinline__ float bilerp(const T* p, int64_t o00, int64_t o01, int64_t o10, int64_t o11, float wy0,
-                                       float wy1, float wx0, float wx1, bool same_h, bool same_w) {
-  const float top = same_w ? ldf(p + o00) : wx0 * ldf(p + o00) + wx1 * ldf(p + o01);
-  if (same_h) return top;
-  const float bot = same_w ? ldf(p + o10) : wx0 * ldf(p + o10) + wx1 * ldf(p + o11);
+                                       float wy1, float wx0, float wx1) {
+  const float top = SW ? ldf(p + o00) : wx0 * ldf(p + o00) + wx1 * ldf(p + o01);
+  if constexpr (SH) return top;
+  const float bot = SW ? ldf(p + o10) : wx0 * ldf(p + o10) + wx1 * ldf(p + o11);
   return wy0 * top + wy1 * bot;
 }
 
 // Adds one view's softmax probabilities at pixel (b, y, x) into acc (MAXC > 0: registers) or, for MAXC == 0,
 // straight into the output column `o` (stride HW), first == true meaning "write, don't add".
-template <typename T, int MAXC>
-__device__ __forceinline__ void add_view(const ViewDesc& v, int64_t b, int64_t y, int64_t x, int64_t W, int C,
+template <typename T, int MAXC, bool SH, bool SW>
+__device__ __forceinline__ void add_view_sized(const ViewDesc& v, int64_t b, int64_t y, int64_t x, int64_t W, int C,
                                          float (&acc)[MAXC > 0 ? MAXC : 1], float* o, int64_t HW, bool first) {
   const Taps ty = bilinear_taps(v.scale_h, y, v.h);
   const int64_t xs = v.flip ? W - 1 - x : x;  // un-flip: output column x reads the view's column W-1-x
@@ -443,7 +445,7 @@ __device__ __forceinline__ void add_view(const ViewDesc& v, int64_t b, int64_t y
 #pragma unroll
     for (int c = 0; c < MAXC; ++c) {
       if (c < C) {
-        val[c] = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1, false, false);
+        val[c] = bilerp<T, SH, SW>(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1);
         m = val[c] > m ? val[c] : m;  // a NaN is skipped here but poisons the sum below, as in torch.softmax
       }
     }
@@ -471,7 +473,7 @@ __device__ __forceinline__ void add_view(const ViewDesc& v, int64_t b, int64_t y
     // The loop body is unchanged on purpose: an extra branch in it made ptxas drop to 64 registers and spill.
     float m = -FLT_MAX, s = 0.f;
     for (int c = 0; c < C; ++c) {
-      const float val = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1, false, false);
+      const float val = bilerp<T, SH, SW>(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1);
       if (val > m) {
         s = s * expf(m - val) + 1.f;
         m = val;
@@ -482,16 +484,26 @@ __device__ __forceinline__ void add_view(const ViewDesc& v, int64_t b, int64_t y
     if (m == INFINITY) s = __int_as_float(0x7fffffff);  // NaN
     const float inv = 1.f / s;
     for (int c = 0; c < C; ++c) {
-      const float val = bilerp(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1, false, false);
+      const float val = bilerp<T, SH, SW>(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1);
       const float q = expf(val - m) * inv;
       o[c * HW] = first ? q : o[c * HW] + q;
     }
   }
 }
 
-// Same-size copy (v.same_h / v.same_w) is NOT wired in yet on CUDA: passing them to bilerp made ptxas spill
-// (8 bytes for MAXC = 16, 16 for MAXC = 0; tests/test_ops_build.py requires 0 bytes stack frame), so a ±inf logit
-// in a view of the output's size still reaches its neighbour through a weight-0 tap here. The CPU kernel copies.
+// One view's dimensions of unchanged size select the copy variant once per view, outside the channel loops.
+template <typename T, int MAXC>
+__device__ __forceinline__ void add_view(const ViewDesc& v, int64_t b, int64_t y, int64_t x, int64_t W, int C,
+                                         float (&acc)[MAXC > 0 ? MAXC : 1], float* o, int64_t HW, bool first) {
+  if (v.same_h) {
+    if (v.same_w) add_view_sized<T, MAXC, true, true>(v, b, y, x, W, C, acc, o, HW, first);
+    else add_view_sized<T, MAXC, true, false>(v, b, y, x, W, C, acc, o, HW, first);
+  } else {
+    if (v.same_w) add_view_sized<T, MAXC, false, true>(v, b, y, x, W, C, acc, o, HW, first);
+    else add_view_sized<T, MAXC, false, false>(v, b, y, x, W, C, acc, o, HW, first);
+  }
+}
+
 template <int MAXC>
 __global__ void __launch_bounds__(kThreads) tta_kernel(float* __restrict__ out, const __grid_constant__ ViewBatch views, int64_t B,
                                                         int C, int64_t H, int64_t W, bool accumulate, float scale) {

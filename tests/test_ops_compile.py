@@ -90,8 +90,7 @@ def _nonfinite_view(B, C, h, w, dtype=torch.float32):
     return v.to(dtype)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[gpu, pytest.mark.xfail(
-    reason="CUDA same-size copy not wired in yet (register spill, see tta_kernel in cuda_kernels.cu)")])])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=gpu)])
 def test_tta_same_size_views_copy_nonfinite(device, isa):
     """A view already at the output size (in H, in W or both) is copied as F.interpolate copies it: a non-finite
     logit stays at its pixel (it used to reach its neighbours through a weight-0 tap: 0 * inf = NaN), and -inf gives
