@@ -31,7 +31,8 @@ from data.submission import (OrderedSubmission, SubmissionError, expected_ids, f
                              validate)
 from engine import dist as D
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
-from engine.predict import TTA_RATIOS, add_mode_args, inference_settings, tta_accumulate
+from engine.predict import TTA_RATIOS, add_mode_args, add_winograd_arg, apply_winograd, inference_settings, \
+    tta_accumulate
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -51,6 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],
                    help="auto: bf16 on CUDA and on a CPU with native bf16 (avx512_bf16/amx_bf16), else fp32 (none)")
     p.add_argument("--compile", action="store_true", help="torch.compile each view's forward with the fused merge")
+    add_winograd_arg(p)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--save-probs", default=None, metavar="DIR", help="per-image class probabilities (.npz)")
@@ -87,6 +89,7 @@ def main(args: argparse.Namespace) -> dict:
         sys.exit(f"error: {args.ckpt}: {e}")
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    apply_winograd([model], args, dev, amp)
     try:
         # Images are checked as the workers decode them (EvalSet), not all up front: a corrupt one is skipped there.
         ds = CocoSegDataset(args.data_root, json_path, skip_invalid=args.skip_invalid, verify_images=False)

@@ -29,7 +29,8 @@ from engine import dist as D
 from engine.pseudo import ClassBalancedSelector, quantise
 from data.io import atomic_write_text, output_collisions, output_relpath, write_palette_png
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
-from engine.predict import TTA_RATIOS, add_mode_args, inference_settings, tta_accumulate
+from engine.predict import TTA_RATIOS, add_mode_args, add_winograd_arg, apply_winograd, inference_settings, \
+    tta_accumulate
 
 DEFAULT_THRESHOLD = 0.6  # README "Pseudo-labelling": the kept-label mIoU peaks here on held-out data
 
@@ -55,6 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],
                    help="auto: bf16 on CUDA and on a CPU with native bf16 (avx512_bf16/amx_bf16), else fp32 (none)")
     p.add_argument("--compile", action="store_true", help="torch.compile each view's forward with the fused merge")
+    add_winograd_arg(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip unreadable/corrupt images and bad records (listed at the end; they get no pseudo-label)")
@@ -81,6 +83,7 @@ def main(args: argparse.Namespace) -> dict:
             teachers.append(models.load_model(c, map_location="cpu").to(dev).eval())
         except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
             sys.exit(f"error: {c}: {e}")
+    apply_winograd(teachers, args, dev, amp)
     C = teachers[0].num_classes
     if any(t.num_classes != C for t in teachers):
         sys.exit(f"error: teachers disagree on the class count: {[t.num_classes for t in teachers]}")

@@ -20,7 +20,9 @@ ROWS = [("plain", "plain CE"), ("class_weight", "--class-weight auto"),
         ("lovasz", "--loss ce:1 lovasz:0.5"), ("rcs", "--rare-class-sampling 0.01"),
         ("balance_s0", "--balance, seed 0"), ("balance_s1", "--balance, seed 1"), ("balance_s2", "--balance, seed 2"),
         ("pl_control", "round 1 control: teacher init, labels only"),
-        ("pl_global", "round 1, global threshold 0.6"), ("pl_cbst", "round 1, class-balanced keep 0.5")]
+        ("pl_global", "round 1, global threshold 0.6"), ("pl_cbst", "round 1, class-balanced keep 0.5"),
+        ("pl_global_fresh", "round 1 afresh (no --init), global 0.6; control: plain CE"),
+        ("pl_cbst_fresh", "round 1 afresh (no --init), class-balanced 0.5; control: plain CE")]
 
 
 def final(run: str) -> dict | None:
@@ -71,12 +73,13 @@ def main(argv: list[str] | None = None) -> None:
             lines += balance_summary([recs[f"balance_s{k}"] for k in range(3) if recs.get(f"balance_s{k}")])
     ctl = recs.get("pl_control")
     lines.append("")
-    for mode in ("global", "cbst"):
-        r = recs.get(f"pl_{mode}")
-        if r and ctl:
-            gain = r["miou"] - ctl["miou"]
-            lines.append(f"pseudo-label round, {mode}: {r['miou']:.4f} vs control {ctl['miou']:.4f} "
-                         f"({gain:+.4f}: {'a gain' if gain > 0 else 'no gain'} over the control)")
+    for student, control, what in (("", ctl, "teacher init"), ("_fresh", recs.get("plain"), "afresh")):
+        for mode in ("global", "cbst"):
+            r = recs.get(f"pl_{mode}{student}")
+            if r and control:
+                gain = r["miou"] - control["miou"]
+                lines.append(f"pseudo-label round ({what}), {mode}: {r['miou']:.4f} vs control {control['miou']:.4f} "
+                             f"({gain:+.4f}: {'a gain' if gain > 0 else 'no gain'} over the control)")
     if a.note:
         lines.append(f"\nnote: {a.note}")
     print("\n".join(lines))

@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = ["env", "build_cuda", "test_cuda", "sanitize_memcheck", "sanitize_racecheck", "bench_ops", "bench_infer", "bench_train", "bench_models", "test_e2e",
-         "bench_train_compile"]
+STEPS = ["env", "build_cuda", "test_cuda", "sanitize_memcheck", "sanitize_racecheck", "bench_ops", "bench_infer",
+         "test_slide_cuda", "bench_slide", "bench_train", "bench_models", "test_e2e", "bench_train_compile",
+         "cpu_bf16_infer"]
 
 
 def _run(tmp_path, **env):
