@@ -2,11 +2,12 @@
 
 UperNet's head is almost all 3×3 convolutions at 1/4 resolution: for ConvNeXt-T at 512², the fpn_bottleneck
 (2048 → 512 channels at 128²) alone is 309 of the model's 467 GFLOP, and the head's 3×3 convolutions together
-~89 %. oneDNN computes them directly (9 multiply-adds per tap and output) and on an AVX2 CPU is already near the fp32
-peak there, so fp32 inference cannot go faster by scheduling alone. Winograd's F(6×6, 3×3) computes the same
-convolution with ~5× fewer multiplications (tile transforms cost memory traffic instead); NNPACK's implementation
-runs a 512 → 512 3×3 convolution at 64² about 2.3× faster than oneDNN on this machine, with a relative error of ~1e-5
-against the direct result (argmax agreement on the full model: see tests/test_winograd.py and the README).
+~89 %. oneDNN computes them directly (9 multiply-adds per input channel and output value) at ~80 % of the fp32
+matmul peak on an AVX2 CPU, so fp32 inference cannot go much faster by scheduling alone. Winograd's F(6×6, 3×3)
+computes the same convolution with ~5× fewer multiplications (64 per 6×6 output tile instead of 324; the tile
+transforms cost memory traffic instead). NNPACK's implementation (its default for 3×3) runs a 512 → 512 3×3
+convolution at 64² about 2.3× faster than oneDNN on the development machine, with a relative error of ~1e-5 against
+the direct result (argmax agreement on whole models: tests/test_winograd.py and the README).
 
 Inference only: NNPACK has no backward here, so WinogradConv2d computes with it only when no gradient is wanted, in
 fp32, on the CPU, outside autocast and outside torch.compile (inductor then sees a plain convolution). Otherwise it
