@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from csrc import ops
 from engine.evaluate import autocast, resolve_amp
+from models import winograd
 
 TTA_SCALES = (256, 384, 512, 640)  # SPEC §4: the team's scales (step 128) × horizontal flip, for 512-px images
 TTA_RATIOS = (0.5, 0.75, 1.0, 1.25)  # the same views for an image of any size: ratios of its longer side
@@ -201,7 +202,6 @@ def add_winograd_arg(p) -> None:
 def apply_winograd(nets: Sequence[torch.nn.Module], args, device: torch.device, amp: str) -> bool:
     """--winograd: swap the models' 3x3 convolutions to models.winograd's NNPACK path where it applies (fp32, CPU,
     eager); whether it did. `on` where it cannot apply ends the script with one line (exit 2 via cli_errors)."""
-    from models import winograd
     if args.winograd == "off":
         return False
     why = ("the device is not the CPU" if device.type != "cpu" else

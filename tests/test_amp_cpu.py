@@ -3,11 +3,12 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
 from engine.evaluate import cpu_has_native_bf16, resolve_amp
+
+from helpers import read_masks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -51,9 +52,7 @@ def test_bf16_trains_and_infers_end_to_end_on_cpu(tmp_path):
                             "--json", "val.json", "--out", "", "--save-masks", str(out), "--amp", amp,
                             "--workers", "0", "--eval"], cwd=ROOT, capture_output=True, text=True, env=env)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        from PIL import Image
-        masks[amp] = np.concatenate([np.asarray(Image.open(os.path.join(d, f))).ravel()
-                                     for d, _, fs in sorted(os.walk(out)) for f in sorted(fs) if f.endswith(".png")])
+        masks[amp] = read_masks(out)
     assert masks["bf16"].size == masks["none"].size == 2 * 48 * 48
     agree = float((masks["bf16"] == masks["none"]).mean())
     print(f"argmax agreement bf16 vs fp32 (3-iteration model, 2 val images of 48 px): {agree:.4f}")

@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -13,6 +12,8 @@ import torch.nn.functional as F
 import models
 from models import winograd
 from models.winograd import WinogradConv2d, use_winograd
+
+from helpers import read_masks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -144,9 +145,7 @@ def test_infer_winograd_on_off_end_to_end(tmp_path):
                             "--amp", "none", "--tta", "--workers", "0"], cwd=ROOT, capture_output=True, text=True,
                            env=env)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        from PIL import Image
-        masks[mode] = np.concatenate([np.asarray(Image.open(os.path.join(d, f))).ravel()
-                                      for d, _, fs in sorted(os.walk(out)) for f in sorted(fs) if f.endswith(".png")])
+        masks[mode] = read_masks(out)
     assert masks["on"].size == masks["off"].size == 3 * 64 * 64
     agree = float((masks["on"] == masks["off"]).mean())
     print(f"argmax agreement Winograd vs direct (20-iteration model, 3 val images, TTA): {agree:.5f}")
