@@ -145,8 +145,9 @@ CHAOS_SEED ?= 0
 chaos: $(STAMP) ext
 	$(PY) -m bench.chaos --trials $(CHAOS_TRIALS) --seed $(CHAOS_SEED)
 
-# README "Rare classes": every imbalance option, --balance over 3 seeds, pseudo-label modes vs their control, on the
-# imbalanced demo (about 2.5 h on 2 idle cores at the demo recipe; ITERS=300 is a smoke test whose figures mean nothing).
+# README "Rare classes": every imbalance option, --balance over 3 seeds, pseudo-label modes vs their control (plain and
+# --balance teachers), on the imbalanced demo (18 runs, about 3 h on 2 idle cores at the demo recipe; ITERS=300 is a
+# smoke test whose figures mean nothing).
 imbalance-table: $(STAMP) ext $(DEMO_IMB_ROOT)/train.json
 	ITERS=$(ITERS) $(if $(filter-out runs/demo,$(EXP)),EXP=$(EXP)) bash bench/imbalance.sh
 

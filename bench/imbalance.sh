@@ -2,10 +2,10 @@
 # make imbalance-table: README "Rare classes". Every class-imbalance option on the imbalanced demo
 # (python -m data.demo --imbalance), each alone against plain CE, --balance over three seeds, and one pseudo-label
 # round with the global threshold against the class-balanced one (CBST), both against their control (the same
-# student, same init and iterations, labels only), and the same labels for students trained afresh (their control:
-# the plain row). Then one table (bench/imbalance_table.py).
+# student, same init and iterations, labels only), the same labels for students trained afresh (their control: the
+# plain row), and the round again from the stronger --balance teacher. Then one table (bench/imbalance_table.py).
 #
-#   make imbalance-table                    # the demo recipe (3000 iters): ~7 min a run on 2 idle cores, 15 runs
+#   make imbalance-table                    # the demo recipe (3000 iters): ~7 min a run on 2 idle cores, 18 runs
 #   OMP_NUM_THREADS=1 ROWS="..." bash bench/imbalance.sh   # two lanes of disjoint rows side by side: ~30% sooner
 #   make imbalance-table ITERS=300          # smoke test of the whole path: its figures mean nothing
 #   ROWS="plain balance_s0" bash bench/imbalance.sh    # only these rows (names as in the table)
@@ -67,29 +67,35 @@ for row in "${ALL_ROWS[@]}"; do
   want "$name" && train "$name" "$flags"
 done
 
-# Pseudo-label round: teacher = the plain run; unlabelled = test + extra (make pseudo's demo sources), TTA as make
-# pseudo. Students start from the teacher with the same recipe; the control trains on the labels alone.
-TEACHER="$EXP/plain/best.pt"
-if want pl_global || want pl_cbst || want pl_control || want pl_global_fresh || want pl_cbst_fresh; then
-  [ -f "$TEACHER" ] || { echo "no $TEACHER: run the plain row first"; exit 1; }
-  for mode in global cbst; do
-    want "pl_$mode" || continue
-    sel="--threshold-mode global"; [ $mode = cbst ] && sel="--threshold-mode class-balanced --keep 0.5"
-    if [ ! -f "$EXP/labels_$mode/pseudo.json" ]; then
-      echo "== labels_$mode: $sel"
-      "$PY" pseudo_label.py --ckpt "$TEACHER" --data-root $DATA --json test.json extra.json --tta \
-        --out "$EXP/labels_$mode" $sel --workers 2 2>&1 | grep -v "^pseudo-label" | tail -3
-    fi
-    train "pl_$mode" "--init $TEACHER --train-json train.json $EXP/labels_$mode/pseudo.json"
-  done
-  want pl_control && train pl_control "--init $TEACHER"
-  # The same labels for a student trained afresh (no --init): its control is the plain row itself (same recipe,
-  # labels only), so a gain here is the pseudo-labels' and not continued training's.
-  for mode in global cbst; do
-    want "pl_${mode}_fresh" || continue
-    [ -f "$EXP/labels_$mode/pseudo.json" ] || { echo "no $EXP/labels_$mode: run pl_$mode first"; exit 1; }
-    train "pl_${mode}_fresh" "--train-json train.json $EXP/labels_$mode/pseudo.json"
-  done
-fi
+# Pseudo-label rounds. Unlabelled = test + extra (make pseudo's demo sources), TTA as make pseudo.
+#   pl_*      teacher = the plain run; students start from it with the same recipe. pl_control: the same student,
+#             init and iterations, labels only. pl_*_fresh: the same labels for a student trained afresh (no --init),
+#             whose control is the plain row itself, so a gain there is the labels' and not continued training's.
+#   pl_bal_*  teacher strength: teacher = balance_s0 (the stronger model), students and control with --balance.
+labels() {  # $1 tag, $2 teacher, $3 mode (global|cbst): pseudo-labels in $EXP/labels_$1
+  local sel="--threshold-mode global"; [ "$3" = cbst ] && sel="--threshold-mode class-balanced --keep 0.5"
+  [ -f "$2" ] || { echo "no teacher $2: run its row first"; exit 1; }
+  if [ ! -f "$EXP/labels_$1/pseudo.json" ]; then
+    echo "== labels_$1: teacher $2, $sel"
+    "$PY" pseudo_label.py --ckpt "$2" --data-root $DATA --json test.json extra.json --tta \
+      --out "$EXP/labels_$1" $sel --workers 2 2>&1 | sed "/^pseudo-label/d" | tail -3
+  fi
+}
+PLAIN_T="$EXP/plain/best.pt"
+BAL_T="$EXP/balance_s0/best.pt"
+for mode in global cbst; do
+  if want "pl_$mode" || want "pl_${mode}_fresh"; then labels "$mode" "$PLAIN_T" $mode; fi
+  want "pl_$mode" && train "pl_$mode" "--init $PLAIN_T --train-json train.json $EXP/labels_$mode/pseudo.json"
+  want "pl_${mode}_fresh" && train "pl_${mode}_fresh" "--train-json train.json $EXP/labels_$mode/pseudo.json"
+done
+if want pl_control; then [ -f "$PLAIN_T" ] || { echo "no $PLAIN_T: run plain first"; exit 1; }
+  train pl_control "--init $PLAIN_T"; fi
+for mode in global cbst; do
+  want "pl_bal_$mode" || continue
+  labels "bal_$mode" "$BAL_T" $mode
+  train "pl_bal_$mode" "--balance --seed 0 --init $BAL_T --train-json train.json $EXP/labels_bal_$mode/pseudo.json"
+done
+if want pl_bal_control; then [ -f "$BAL_T" ] || { echo "no $BAL_T: run balance_s0 first"; exit 1; }
+  train pl_bal_control "--balance --seed 0 --init $BAL_T"; fi
 
 "$PY" bench/imbalance_table.py --exp "$EXP" ${ITERS:+--note "ITERS=$ITERS: a smoke test, the figures mean nothing"}

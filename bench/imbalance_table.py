@@ -1,6 +1,7 @@
 """The README "Rare classes" table from bench/imbalance.sh's runs: final val mIoU, the three rarest classes' IoU
 (Battery, Clothing, Metal: 63, 177 and 562 annotations in the competition) and the lowest class IoU, per row;
---balance as mean and range over its seeds; pseudo-label rounds against their control.
+--balance as mean and range over its seeds; pseudo-label rounds against their control (bench/imbalance.sh names
+each row's control).
 
     python bench/imbalance_table.py --exp runs/imbalance
 """
@@ -22,7 +23,10 @@ ROWS = [("plain", "plain CE"), ("class_weight", "--class-weight auto"),
         ("pl_control", "round 1 control: teacher init, labels only"),
         ("pl_global", "round 1, global threshold 0.6"), ("pl_cbst", "round 1, class-balanced keep 0.5"),
         ("pl_global_fresh", "round 1 afresh (no --init), global 0.6; control: plain CE"),
-        ("pl_cbst_fresh", "round 1 afresh (no --init), class-balanced 0.5; control: plain CE")]
+        ("pl_cbst_fresh", "round 1 afresh (no --init), class-balanced 0.5; control: plain CE"),
+        ("pl_bal_control", "--balance teacher: round 1 control, labels only"),
+        ("pl_bal_global", "--balance teacher: round 1, global 0.6"),
+        ("pl_bal_cbst", "--balance teacher: round 1, class-balanced 0.5")]
 
 
 def final(run: str) -> dict | None:
@@ -71,11 +75,12 @@ def main(argv: list[str] | None = None) -> None:
         lines.append("| " + " | ".join([label, *(cells(rec) if rec else ["not run"] + [""] * (len(head) - 2))]) + " |")
         if name == "balance_s2":
             lines += balance_summary([recs[f"balance_s{k}"] for k in range(3) if recs.get(f"balance_s{k}")])
-    ctl = recs.get("pl_control")
     lines.append("")
-    for student, control, what in (("", ctl, "teacher init"), ("_fresh", recs.get("plain"), "afresh")):
+    for fmt, control, what in (("pl_{}", recs.get("pl_control"), "plain teacher, student from it"),
+                               ("pl_{}_fresh", recs.get("plain"), "plain teacher, student afresh"),
+                               ("pl_bal_{}", recs.get("pl_bal_control"), "--balance teacher, student from it")):
         for mode in ("global", "cbst"):
-            r = recs.get(f"pl_{mode}{student}")
+            r = recs.get(fmt.format(mode))
             if r and control:
                 gain = r["miou"] - control["miou"]
                 lines.append(f"pseudo-label round ({what}), {mode}: {r['miou']:.4f} vs control {control['miou']:.4f} "

@@ -416,3 +416,39 @@ def test_makefile_imbalanced_demo_and_pseudo_args(tmp_path):
     out = dry("pseudo", "DATA_ROOT=demo_imbalanced", "EXP=" + str(tmp_path / "x"), "ROUNDS=1",
               "PSEUDO_ARGS=--threshold-mode class-balanced --keep 0.5")
     assert "--threshold-mode class-balanced --keep 0.5" in out
+
+
+def _fake_run(root, name, iters, miou, iou, finished=True):
+    d = root / name
+    d.mkdir()
+    (d / "args.json").write_text(json.dumps({"iters": iters}))
+    last = iters if finished else iters // 2
+    (d / "metrics.jsonl").write_text(json.dumps({"iter": last, "miou": miou, "iou": iou}) + "\n")
+
+
+def test_imbalance_table(tmp_path, capsys, monkeypatch):
+    """bench/imbalance_table.py (the README table): --balance mean/range and each round against its own control,
+    checked against hand-computed values; an unfinished run reads "not run"."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))
+    import imbalance_table
+    iou = lambda battery, metal: [0.9, 0.8, 0.8, 0.8, metal, 0.8, 0.8, 0.8, 0.8, battery, 0.7]  # noqa: E731
+    _fake_run(tmp_path, "plain", 100, 0.60, iou(0.0, 0.1))
+    _fake_run(tmp_path, "balance_s0", 100, 0.70, iou(0.4, 0.5))
+    _fake_run(tmp_path, "balance_s1", 100, 0.74, iou(0.6, 0.5))
+    _fake_run(tmp_path, "balance_s2", 100, 0.75, iou(0.5, 0.3), finished=False)  # resumed later: not counted
+    _fake_run(tmp_path, "pl_control", 100, 0.65, iou(0.0, 0.2))
+    _fake_run(tmp_path, "pl_global", 100, 0.64, iou(0.0, 0.2))
+    _fake_run(tmp_path, "pl_cbst_fresh", 100, 0.62, iou(0.0, 0.2))
+    _fake_run(tmp_path, "pl_bal_control", 100, 0.71, iou(0.4, 0.5))
+    _fake_run(tmp_path, "pl_bal_cbst", 100, 0.73, iou(0.5, 0.5))
+    imbalance_table.main(["--exp", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| plain CE | 0.6000 | 0.000 | 0.700 | 0.100 | 0.000 Battery |" in out
+    assert "| --balance, seed 2 | not run |" in out
+    # mean (range) of the 2 finished seeds: mIoU 0.72 (0.70–0.74), Battery 0.5 (0.4–0.6), lowest 0.4 / 0.5
+    assert ("| **--balance, mean (range) of 2 seeds** | 0.7200 (0.7000–0.7400) | 0.500 (0.400–0.600) | "
+            "0.700 (0.700–0.700) | 0.500 (0.500–0.500) | 0.450 (0.400–0.500) |") in out
+    assert "plain teacher, student from it), global: 0.6400 vs control 0.6500 (-0.0100: no gain" in out
+    assert "plain teacher, student afresh), cbst: 0.6200 vs control 0.6000 (+0.0200: a gain" in out
+    assert "--balance teacher, student from it), cbst: 0.7300 vs control 0.7100 (+0.0200: a gain" in out
+    assert "pl_cbst vs" not in out and out.count("pseudo-label round") == 3  # rounds without a run or control: none
