@@ -47,6 +47,10 @@ endif
 PSEUDO_ARGS ?=
 FOLDS ?= 5
 ROUNDS ?= 2
+PSEUDO_INIT ?= teacher
+PSEUDO_CONTROL ?= 0
+STUDENT_INIT = $(if $(filter teacher,$(PSEUDO_INIT)),--init $(EXP)/round$$p/best.pt)
+TEACHER_CONTROL = $(and $(filter 1,$(PSEUDO_CONTROL)),$(filter teacher,$(PSEUDO_INIT)))
 TTA ?= 0
 MODE ?= whole
 CROP ?=
@@ -106,17 +110,24 @@ submit: $(STAMP) ext $(DATA_DEP)
 	  --out $(EXP)/submission.csv $(if $(filter 1,$(TTA)),--tta) $(MODE_ARGS) $(ARGS)
 	$(PY) -m data.submission $(EXP)/submission.csv --json $(DATA_ROOT)/test.json
 
-# Round 0 trains on the labels; round r labels test (+ extra) with round r-1's best model and trains a student
-# (initialised from its teacher) on train + pseudo-labels. Prints round → val mIoU.
+# Round 0 trains on the labels; round r labels test (+ extra) with round r-1's best model and trains a student on
+# train + pseudo-labels, initialised from its teacher (PSEUDO_INIT=teacher) or afresh (PSEUDO_INIT=none). Prints
+# round → val mIoU, each round against its control (same init and iterations, labels only): round0 for an afresh
+# student, round<r>_control (trained when PSEUDO_CONTROL=1) for one initialised from its teacher.
 pseudo: $(STAMP) ext $(DATA_DEP)
+	case "$(PSEUDO_INIT)" in teacher|none) ;; *) echo "PSEUDO_INIT must be teacher or none, got '$(PSEUDO_INIT)'"; exit 2;; esac
 	test -f $(EXP)/round0/best.pt || $(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) \
 	  --out $(EXP)/round0 $(TRAIN_ARGS) $(ARGS)
 	for r in $$(seq 1 $(ROUNDS)); do p=$$((r - 1)); \
 	  $(RUN) pseudo_label.py --ckpt $(EXP)/round$$p/best.pt --data-root $(DATA_ROOT) --json $(PSEUDO_JSON) \
 	    --tta --out $(EXP)/pl$$r $(PSEUDO_ARGS) || exit 1; \
 	  $(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) --train-json train.json $(EXP)/pl$$r/pseudo.json \
-	    --init $(EXP)/round$$p/best.pt --out $(EXP)/round$$r $(TRAIN_ARGS) $(ARGS) || exit 1; done
-	$(PY) -m engine.summary --label round $$(for r in $$(seq 0 $(ROUNDS)); do echo $(EXP)/round$$r; done)
+	    $(STUDENT_INIT) --out $(EXP)/round$$r $(TRAIN_ARGS) $(ARGS) || exit 1; \
+	  $(if $(TEACHER_CONTROL),$(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) $(STUDENT_INIT) \
+	    --out $(EXP)/round$${r}_control $(TRAIN_ARGS) $(ARGS) || exit 1;) done
+	$(PY) -m engine.summary --label round $$(for r in $$(seq 0 $(ROUNDS)); do echo $(EXP)/round$$r; done) \
+	  $(if $(or $(TEACHER_CONTROL),$(filter none,$(PSEUDO_INIT))),--controls - $$(for r in $$(seq 1 $(ROUNDS)); do \
+	    echo $(EXP)/$(if $(TEACHER_CONTROL),round$${r}_control,round0); done))
 
 # Soft ensemble of several runs: each run's best model saves test probabilities, then they are averaged.
 ensemble: $(STAMP) ext $(DATA_DEP)

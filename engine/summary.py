@@ -1,6 +1,11 @@
 """Print a table of runs' validation mIoU (best and last) from their metrics.jsonl; used by make cv / make pseudo.
 
     python -m engine.summary --label fold --mean runs/cv/fold0 runs/cv/fold1 ...
+    python -m engine.summary --label round runs/p/round0 runs/p/round1 --controls - runs/p/round1_control
+
+With --controls (one per run, "-" for none) each run is set against its control, the same student trained without
+the run's extra ingredient (for a pseudo-label round: same init and iterations, labels only); a round counts as a
+gain only where it beats its control, since continued training alone often gains as much.
 """
 from __future__ import annotations
 
@@ -27,19 +32,37 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--label", default="run")
     p.add_argument("--names", nargs="*", default=None, help="row labels (default: 0, 1, ...)")
     p.add_argument("--mean", action="store_true", help="add the mean ± std row (cross-validation folds)")
+    p.add_argument("--controls", nargs="*", default=None,
+                   help="one control run per run ('-' = none): adds its best val mIoU and the run's gain over it")
     a = p.parse_args(argv)
     names = a.names or [str(i) for i in range(len(a.runs))]
-    print(f"{a.label:>8} | {'best val mIoU':>13} | {'last val mIoU':>13} | run")
-    print(f"{'-' * 8}-+-{'-' * 13}-+-{'-' * 13}-+-{'-' * 20}")
-    bests = []
-    for name, run in zip(names, a.runs):
+    if a.controls is not None and len(a.controls) != len(a.runs):
+        p.error(f"--controls: {len(a.controls)} given for {len(a.runs)} runs (one each, '-' for none)")
+
+    def scores(run: str) -> tuple[float, float]:
         try:
-            best, last = run_scores(run)
+            return run_scores(run)
         except (FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+    ctl_head = f" | {'control best':>12} | {'gain':>8}" if a.controls is not None else ""
+    print(f"{a.label:>8} | {'best val mIoU':>13} | {'last val mIoU':>13}{ctl_head} | run")
+    print(f"{'-' * 8}-+-{'-' * 13}-+-{'-' * 13}{'-+-' + '-' * 12 + '-+-' + '-' * 8 if ctl_head else ''}-+-{'-' * 20}")
+    bests = []
+    for k, (name, run) in enumerate(zip(names, a.runs)):
+        best, last = scores(run)
         bests.append(best)
-        print(f"{name:>8} | {best:>13.4f} | {last:>13.4f} | {run}")
+        ctl = ""
+        if a.controls is not None:
+            c = a.controls[k]
+            if c == "-":
+                ctl = f" | {'':>12} | {'':>8}"
+            else:
+                cbest = scores(c)[0]
+                verdict = "gain" if best > cbest else "no gain"
+                ctl = f" | {cbest:>12.4f} | {best - cbest:>+8.4f}"
+                run = f"{run} ({verdict} over {c})"
+        print(f"{name:>8} | {best:>13.4f} | {last:>13.4f}{ctl} | {run}")
     if a.mean and len(bests) > 1:
         mean = sum(bests) / len(bests)
         std = math.sqrt(sum((b - mean) ** 2 for b in bests) / len(bests))

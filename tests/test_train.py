@@ -1,4 +1,5 @@
 """train.py: exact resume, DDP equivalence, NaN stop, atomic checkpoints, layer-decay wiring, make train's path."""
+import json
 import os
 import shutil
 import subprocess
@@ -271,6 +272,36 @@ def test_summary_table(tmp_path, capsys):
     assert "0.7000 |        0.6000" in out and "0.7500" in out  # best, last; mean of bests
     with pytest.raises(SystemExit):
         summary([str(tmp_path / "missing")])
+    # each run against its control: best 0.7 vs 0.8 → -0.1, no gain; "-" = no control
+    summary(["--label", "round", str(tmp_path / "fold0"), str(tmp_path / "fold1"), "--controls", "-",
+             str(tmp_path / "fold0"), "--names", "0", "1"])
+    out = capsys.readouterr().out
+    assert "control best" in out and "0.7000 |  +0.1000 |" in out and "(gain over" in out
+    summary(["--label", "round", str(tmp_path / "fold0"), str(tmp_path / "fold0"), "--controls", "-",
+             str(tmp_path / "fold1")])
+    assert "0.8000 |  -0.1000 |" in capsys.readouterr().out.replace("(no gain", "")
+    with pytest.raises(SystemExit):  # one control per run
+        summary([str(tmp_path / "fold0"), str(tmp_path / "fold1"), "--controls", "-"])
+
+
+@pytest.mark.slow
+def test_make_pseudo_with_control(tmp_path):
+    """make pseudo ROUNDS=1 PSEUDO_CONTROL=1: round 0, teacher TTA labels, the student from its teacher, its control
+    (same init, labels only), and the table setting round 1 against that control."""
+    r = subprocess.run(["make", "-s", "pseudo", "ROUNDS=1", "PSEUDO_CONTROL=1", f"DEMO_ROOT={tmp_path}/demo",
+                        f"EXP={tmp_path}/pl", "ITERS=2",
+                        "DEMO_GEN_ARGS=--train 6 --val 3 --test 2 --extra 2 --size 64",
+                        "ARGS=--crop-size 64 --batch-size 2 --workers 0 --no-progress"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ctl = tmp_path / "pl" / "round1_control"
+    assert json.load(open(ctl / "args.json"))["init"] == str(tmp_path / "pl" / "round0" / "best.pt")
+    assert json.load(open(ctl / "args.json"))["train_json"] == [os.path.join(f"{tmp_path}/demo", "train.json")]
+    rows = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("1 |")]
+    assert len(rows) == 1 and "gain" in rows[0] and str(ctl) in rows[0], r.stdout[-1500:]
+    bad = subprocess.run(["make", "-s", "pseudo", "PSEUDO_INIT=scratch", f"DEMO_ROOT={tmp_path}/demo",
+                          f"EXP={tmp_path}/pl"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode != 0 and "PSEUDO_INIT must be teacher or none, got 'scratch'" in bad.stdout
 
 
 @pytest.mark.slow
