@@ -19,7 +19,8 @@ from data.rcs import cached_class_pixel_counts, rare_first, rcs_class_probs, rcs
 from models.losses import SegCriterion, enet_class_weights, parse_loss_spec
 
 # --balance: DAFormer's rare-class sampling at its published temperature, plus Lovász-softmax (an IoU surrogate)
-# next to CE. On the imbalanced demo (README "Rare classes") it beat plain CE and every option measured alone so far.
+# next to CE. On the imbalanced demo (README "Rare classes") it beat plain CE and every option measured alone, over
+# three seeds (mean 0.745 against plain CE's 0.644; lowest class 0.31–0.48 against 0.000).
 BALANCE = {"rare_class_sampling": 0.01, "loss": ["ce:1", "lovasz:0.5"], "class_weight": ["none"], "ohem": None}
 _DEFAULTS = {"rare_class_sampling": 0.0, "loss": ["ce:1"], "class_weight": ["none"], "ohem": None}
 
