@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
         if name == "balance_s2":
             lines += balance_summary([recs[f"balance_s{k}"] for k in range(3) if recs.get(f"balance_s{k}")])
     lines.append("")
+    # The seed-to-seed spread of the same recipe (--balance's seeds) is the noise a gain must clear to mean anything.
+    seeds = [recs[f"balance_s{k}"]["miou"] for k in range(3) if recs.get(f"balance_s{k}")]
+    spread = max(seeds) - min(seeds) if len(seeds) > 1 else 0.0
     for fmt, control, what in (("pl_{}", recs.get("pl_control"), "plain teacher, student from it"),
                                ("pl_{}_fresh", recs.get("plain"), "plain teacher, student afresh"),
                                ("pl_bal_{}", recs.get("pl_bal_control"), "--balance teacher, student from it")):
@@ -83,8 +86,11 @@ def main(argv: list[str] | None = None) -> None:
             r = recs.get(fmt.format(mode))
             if r and control:
                 gain = r["miou"] - control["miou"]
+                verdict = "a gain" if gain > 0 else "no gain"
+                if 0 < gain <= spread:
+                    verdict = f"above the control, but within the {len(seeds)} seeds' spread {spread:.4f}"
                 lines.append(f"pseudo-label round ({what}), {mode}: {r['miou']:.4f} vs control {control['miou']:.4f} "
-                             f"({gain:+.4f}: {'a gain' if gain > 0 else 'no gain'} over the control)")
+                             f"({gain:+.4f}: {verdict})")
     if a.note:
         lines.append(f"\nnote: {a.note}")
     print("\n".join(lines))
