@@ -49,9 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{a.label:>8} | {'best val mIoU':>13} | {'last val mIoU':>13}{ctl_head} | run")
     print(f"{'-' * 8}-+-{'-' * 13}-+-{'-' * 13}{'-+-' + '-' * 12 + '-+-' + '-' * 8 if ctl_head else ''}-+-{'-' * 20}")
     bests = []
+    top = (-1.0, "")  # the best checkpoint among runs and controls: the one to carry on with
     for k, (name, run) in enumerate(zip(names, a.runs)):
         best, last = scores(run)
         bests.append(best)
+        top = max(top, (best, run))
         ctl = ""
         if a.controls is not None:
             c = a.controls[k]
@@ -59,10 +61,13 @@ def main(argv: list[str] | None = None) -> None:
                 ctl = f" | {'':>12} | {'':>8}"
             else:
                 cbest = scores(c)[0]
+                top = max(top, (cbest, c))
                 verdict = "gain" if best > cbest else "no gain"
                 ctl = f" | {cbest:>12.4f} | {best - cbest:>+8.4f}"
                 run = f"{run} ({verdict} over {c})"
         print(f"{name:>8} | {best:>13.4f} | {last:>13.4f}{ctl} | {run}")
+    if a.controls is not None:
+        print(f"best val mIoU: {top[0]:.4f} in {top[1]} (its best.pt is the model to carry on with)")
     if a.mean and len(bests) > 1:
         mean = sum(bests) / len(bests)
         std = math.sqrt(sum((b - mean) ** 2 for b in bests) / len(bests))

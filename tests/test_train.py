@@ -277,6 +277,7 @@ def test_summary_table(tmp_path, capsys):
              str(tmp_path / "fold0"), "--names", "0", "1"])
     out = capsys.readouterr().out
     assert "control best" in out and "0.7000 |  +0.1000 |" in out and "(gain over" in out
+    assert f"best val mIoU: 0.8000 in {tmp_path / 'fold1'}" in out
     summary(["--label", "round", str(tmp_path / "fold0"), str(tmp_path / "fold0"), "--controls", "-",
              str(tmp_path / "fold1")])
     assert "0.8000 |  -0.1000 |" in capsys.readouterr().out.replace("(no gain", "")
@@ -286,9 +287,9 @@ def test_summary_table(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_make_pseudo_with_control(tmp_path):
-    """make pseudo ROUNDS=1 PSEUDO_CONTROL=1: round 0, teacher TTA labels, the student from its teacher, its control
+    """make pseudo ROUNDS=1 (controls on by default): round 0, teacher TTA labels, the student from its teacher, its control
     (same init, labels only), and the table setting round 1 against that control."""
-    r = subprocess.run(["make", "-s", "pseudo", "ROUNDS=1", "PSEUDO_CONTROL=1", f"DEMO_ROOT={tmp_path}/demo",
+    r = subprocess.run(["make", "-s", "pseudo", "ROUNDS=1", f"DEMO_ROOT={tmp_path}/demo",
                         f"EXP={tmp_path}/pl", "ITERS=2",
                         "DEMO_GEN_ARGS=--train 6 --val 3 --test 2 --extra 2 --size 64",
                         "ARGS=--crop-size 64 --batch-size 2 --workers 0 --no-progress"],
@@ -299,6 +300,7 @@ def test_make_pseudo_with_control(tmp_path):
     assert json.load(open(ctl / "args.json"))["train_json"] == [os.path.join(f"{tmp_path}/demo", "train.json")]
     rows = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("1 |")]
     assert len(rows) == 1 and "gain" in rows[0] and str(ctl) in rows[0], r.stdout[-1500:]
+    assert "best val mIoU: " in r.stdout
     bad = subprocess.run(["make", "-s", "pseudo", "PSEUDO_INIT=scratch", f"DEMO_ROOT={tmp_path}/demo",
                           f"EXP={tmp_path}/pl"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "PSEUDO_INIT must be teacher or none, got 'scratch'" in bad.stdout
