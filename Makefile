@@ -113,8 +113,9 @@ submit: $(STAMP) ext $(DATA_DEP)
 # Round 0 trains on the labels; round r labels test (+ extra) with round r-1's best model and trains a student on
 # train + pseudo-labels, initialised from its teacher (PSEUDO_INIT=teacher) or afresh (PSEUDO_INIT=none). Prints
 # round → val mIoU, each round against its control (same init and iterations, labels only): round0 for an afresh
-# student, round<r>_control for one initialised from its teacher (PSEUDO_CONTROL=0 skips it: half the time, but
-# on both demos every round's gain was continued training's, README "Rare classes"), and the best checkpoint.
+# student, round<r>_control for one initialised from its teacher (PSEUDO_CONTROL=0 skips it: one training a round,
+# not two, but on both demos every round's gain was continued training's, README "Rare classes"); then the best
+# checkpoint.
 pseudo: $(STAMP) ext $(DATA_DEP)
 	case "$(PSEUDO_INIT)" in teacher|none) ;; *) echo "PSEUDO_INIT must be teacher or none, got '$(PSEUDO_INIT)'"; exit 2;; esac
 	test -f $(EXP)/round0/best.pt || $(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) \

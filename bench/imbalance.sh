@@ -72,9 +72,10 @@ done
 #             init and iterations, labels only. pl_*_fresh: the same labels for a student trained afresh (no --init),
 #             whose control is the plain row itself, so a gain there is the labels' and not continued training's.
 #   pl_bal_*  teacher strength: teacher = balance_s0 (the stronger model), students and control with --balance.
+need() { [ -f "$1" ] || { echo "no teacher $1: run its row first"; exit 1; }; }
 labels() {  # $1 tag, $2 teacher, $3 mode (global|cbst): pseudo-labels in $EXP/labels_$1
   local sel="--threshold-mode global"; [ "$3" = cbst ] && sel="--threshold-mode class-balanced --keep 0.5"
-  [ -f "$2" ] || { echo "no teacher $2: run its row first"; exit 1; }
+  need "$2"
   if [ ! -f "$EXP/labels_$1/pseudo.json" ]; then
     echo "== labels_$1: teacher $2, $sel"
     "$PY" pseudo_label.py --ckpt "$2" --data-root $DATA --json test.json extra.json --tta \
@@ -88,14 +89,12 @@ for mode in global cbst; do
   want "pl_$mode" && train "pl_$mode" "--init $PLAIN_T --train-json train.json $EXP/labels_$mode/pseudo.json"
   want "pl_${mode}_fresh" && train "pl_${mode}_fresh" "--train-json train.json $EXP/labels_$mode/pseudo.json"
 done
-if want pl_control; then [ -f "$PLAIN_T" ] || { echo "no $PLAIN_T: run plain first"; exit 1; }
-  train pl_control "--init $PLAIN_T"; fi
+want pl_control && need "$PLAIN_T" && train pl_control "--init $PLAIN_T"
 for mode in global cbst; do
   want "pl_bal_$mode" || continue
   labels "bal_$mode" "$BAL_T" $mode
   train "pl_bal_$mode" "--balance --seed 0 --init $BAL_T --train-json train.json $EXP/labels_bal_$mode/pseudo.json"
 done
-if want pl_bal_control; then [ -f "$BAL_T" ] || { echo "no $BAL_T: run balance_s0 first"; exit 1; }
-  train pl_bal_control "--balance --seed 0 --init $BAL_T"; fi
+want pl_bal_control && need "$BAL_T" && train pl_bal_control "--balance --seed 0 --init $BAL_T"
 
 "$PY" bench/imbalance_table.py --exp "$EXP" ${ITERS:+--note "ITERS=$ITERS: a smoke test, the figures mean nothing"}
