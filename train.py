@@ -49,7 +49,7 @@ from engine import checkpoint as ckpt
 from engine import dist as D
 from engine import imbalance
 from engine.cli import cli_errors
-from engine.evaluate import autocast, evaluate, resolve_amp
+from engine.evaluate import autocast, evaluate, run_precision
 from engine.predict import Predictor, add_mode_args, mode_kwargs
 from engine.log import MetricsLog, atomic_write_text, plot_curves
 from engine.schedule import lr_factor
@@ -88,7 +88,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--clip-grad", type=float, default=0.0, help="max grad norm; 0 = off")
     g.add_argument("--aux-weight", type=float, default=0.4)
     g = p.add_argument_group("speed")
-    g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"], help="auto: bf16 on CUDA")
+    g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],
+                   help="auto: training in bf16 on CUDA and fp32 on the CPU, validation in bf16 on CUDA and on a CPU "
+                        "with native bf16 (avx512_bf16, AMX); resolved once, recorded in args.json, kept on --resume")
     g.add_argument("--channels-last", action="store_true")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (validation: with the fused metric)")
     g.add_argument("--grad-checkpointing", action="store_true", help="trade compute for memory (large backbones)")
@@ -134,12 +136,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, k, rec[k])
     if args.drop_path is None:
         args.drop_path = rec.get("drop_path_rate", 0.0)
-    # validation's own auto: bf16 also on a CPU with native bf16 (inference only; training keeps fp32 there)
-    args.val_amp = args.amp
-    if args.amp == "auto":
-        # startswith: "--device cuda:1" is CUDA too (was left at fp32)
-        args.amp = "bf16" if ((args.device == "auto" or args.device.startswith("cuda")) and torch.cuda.is_available()) \
-            else "none"
+    # --amp as given; set_up resolves it (args.amp: training, args.val_amp: validation) once the device is known
+    args.amp_request = args.amp
     if args.fold is not None:
         # The fold's files replace the defaults only: given --train-json files are extra sources (a k-fold run with
         # pseudo-labels), and --val-json '' still turns validation off. (They were dropped without a word.)
@@ -163,7 +161,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 # Settings that do not change what is trained (where output goes, how often it is written, how it is shown).
-_RUN_ONLY = {"resume", "resume_auto", "overwrite", "out", "workers", "no_progress", "log_interval", "eval_interval",
+_RUN_ONLY = {"amp_request", "resume", "resume_auto", "overwrite", "out", "workers", "no_progress", "log_interval", "eval_interval",
              "ckpt_interval", "keep_ckpts", "stop_after", "device", "skip_invalid"}
 
 
@@ -211,6 +209,9 @@ def set_up(args: argparse.Namespace) -> Run:
     info = D.init(args.device)
     signal.signal(signal.SIGTERM, _request_stop)  # again for callers of main() (tests); a no-op for the script
     run = Run(args, info, print if info.is_main else (lambda *a, **k: None))
+    kept = settle_precision(args, info)
+    if kept:
+        run.log(kept)
     try:
         run.val_mode = mode_kwargs(args, "val-")
     except ValueError as e:
@@ -222,6 +223,44 @@ def set_up(args: argparse.Namespace) -> Run:
                  "at least 2 images per step; use --batch-size >= 2 (and --grad-accum for memory), or torchrun")
     claim_out_dir(run)
     return run
+
+
+def settle_precision(args: argparse.Namespace, info: D.DistInfo) -> str | None:
+    """Resolve --amp once per run into args.amp (training) and args.val_amp (validation), which args.json and every
+    checkpoint record. Under --amp auto a resumed or restarted run keeps the precision it recorded, since a restart
+    on a machine with another CPU must not change the run's precision silently; rank 0's resolution holds on every
+    rank, since nodes may have different CPUs. Returns the note to log when the recorded precision was kept."""
+    train_amp, val_amp = run_precision(args.amp_request, info.device)
+    note = None
+    if args.amp_request == "auto" and info.is_main:
+        rec = _recorded_args(args) or {}
+        kept = (rec.get("amp"), rec.get("val_amp"))
+        if rec.get("amp_request") == "auto" and set(kept) <= {"bf16", "fp16", "none"} \
+                and kept != (train_amp, val_amp):
+            note = (f"--amp auto: keeping the run's recorded precision (training {kept[0]}, validation {kept[1]}); "
+                    f"on this machine a new run would use training {train_amp}, validation {val_amp}")
+            train_amp, val_amp = kept
+    args.amp, args.val_amp = D.from_main((train_amp, val_amp))
+    return note
+
+
+def _recorded_args(args: argparse.Namespace) -> dict | None:
+    """The settings recorded by the run this command continues: the --resume checkpoint's (read without loading
+    its tensors), or OUT/args.json for a bare restart of a run killed before its first checkpoint; None for a new
+    run or an unreadable record (load_resume reports an unreadable checkpoint)."""
+    if args.overwrite:
+        return None
+    try:
+        if args.resume:
+            rec = torch.load(args.resume, map_location="cpu", weights_only=True, mmap=True).get("args")
+        elif args.resume_auto:
+            with open(os.path.join(args.out, "args.json")) as f:
+                rec = json.load(f)
+        else:
+            return None
+    except Exception:  # missing, truncated or not a zip checkpoint: nothing to keep
+        return None
+    return rec if isinstance(rec, dict) else None
 
 
 def claim_out_dir(run: Run) -> None:
@@ -435,7 +474,8 @@ def start_log(run: Run) -> None:
     train_set, val_set = run.train_set, run.val_set
     run.log(f"{args.model}: {nparam / 1e6:.1f} M params | {len(train_set)} train, "
             f"{len(val_set) if val_set else 0} val images | {info.world_size} process(es) on {info.device} | "
-            f"global batch {run.global_batch * args.grad_accum} | amp {args.amp} | {args.iters} iters")
+            f"global batch {run.global_batch * args.grad_accum} | amp {args.amp} (validation {args.val_amp}) | "
+            f"{args.iters} iters")
     for name in ("train", "val"):
         s = train_set if name == "train" else val_set
         if s is not None and s.skipped:
@@ -471,7 +511,7 @@ def validate(run: Run, it: int) -> float:
     # never joined, so the others hung there.
     # --compile: forward + fused confusion matrix as one graph, in whole mode (the slide loop stays eager).
     res = evaluate(Predictor(run.raw, **run.val_mode), vl, args.num_classes, info.device, info,
-                   amp=resolve_amp(args.val_amp, info.device), channels_last=args.channels_last,
+                   amp=args.val_amp, channels_last=args.channels_last,
                    normalize=run.raw.normalize, compile=args.compile and run.val_mode["mode"] == "whole")
     rec = {"iter": it, "miou": res["miou"], "acc": res["acc"], "macc": res["macc"],
            "iou": [None if math.isnan(v) else round(v, 5) for v in res["iou"].tolist()],

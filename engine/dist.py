@@ -74,6 +74,22 @@ def any_flag(flag: bool, info: DistInfo) -> bool:
     return bool(t.item() > 0)
 
 
+def is_main() -> bool:
+    """Whether this process is rank 0 (or alone), for code that has no DistInfo at hand."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def from_main(obj):
+    """Rank 0's value of `obj` on every rank (itself outside a process group). For settings each process would
+    otherwise resolve from its own machine, such as --amp auto from its CPU's flags: nodes with different CPUs
+    must still run one precision."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel whose gradients live in its all-reduce buckets (gradient_as_bucket_view).
 

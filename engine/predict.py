@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from csrc import ops
+from engine import dist as D
 from engine.evaluate import autocast, resolve_amp
 from models import winograd
 
@@ -220,7 +221,11 @@ def apply_winograd(nets: Sequence[torch.nn.Module], args, device: torch.device, 
 def inference_settings(args, device: torch.device) -> tuple[str, dict]:
     """infer.py's and pseudo_label.py's --amp, --mode / --crop-size / --stride and --compile, checked:
     (amp, mode kwargs for tta_accumulate). A bad combination ends the script with one line (exit 2 via cli_errors)."""
-    amp = resolve_amp(args.amp, device)  # auto: bf16 on CUDA and on a CPU with native bf16, else fp32
+    # auto: bf16 on CUDA and on a CPU with native bf16, else fp32; rank 0's choice on every rank (nodes may differ)
+    amp = D.from_main(resolve_amp(args.amp, device))
+    if args.amp == "auto" and D.is_main():
+        print(f"--amp auto: {'bf16' if amp == 'bf16' else 'fp32'} on {device.type}"
+              + (" (this CPU has no native bf16)" if device.type == "cpu" and amp == "none" else ""))
     try:
         mode = mode_kwargs(args)
     except ValueError as e:

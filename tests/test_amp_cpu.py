@@ -1,8 +1,11 @@
-"""--amp on the CPU: auto picks bf16 only where the CPU computes it natively; --amp bf16 trains and infers end to end."""
+"""--amp on the CPU: auto picks bf16 only where the CPU computes it natively, once per run and the same on every rank;
+the bf16 path against the fp32 one; --amp bf16 trains and infers end to end."""
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +18,13 @@ PY = sys.executable
 
 
 def test_resolve_amp(monkeypatch):
+    from engine.evaluate import run_precision
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setenv("TRASHSEG_CPU_BF16", "1")  # train.py: training fp32 on every CPU, validation as inference
+    assert run_precision("auto", cpu) == ("none", "bf16") and run_precision("auto", cuda) == ("bf16", "bf16")
+    assert run_precision("none", cpu) == ("none", "none") and run_precision("fp16", cuda) == ("fp16", "fp16")
+    monkeypatch.setenv("TRASHSEG_CPU_BF16", "0")
+    assert run_precision("auto", cpu) == ("none", "none") and run_precision("bf16", cpu) == ("bf16", "bf16")
     monkeypatch.setenv("TRASHSEG_CPU_BF16", "1")
     assert resolve_amp("auto", cpu) == "bf16" and resolve_amp("none", cpu) == "none"  # --amp none forces fp32
     monkeypatch.setenv("TRASHSEG_CPU_BF16", "0")
@@ -57,3 +66,113 @@ def test_bf16_trains_and_infers_end_to_end_on_cpu(tmp_path):
     agree = float((masks["bf16"] == masks["none"]).mean())
     print(f"argmax agreement bf16 vs fp32 (3-iteration model, 2 val images of 48 px): {agree:.4f}")
     assert agree >= 0.9, agree
+
+
+def _demo(tmp_path, size=48):
+    data = tmp_path / "demo"
+    subprocess.run([PY, "-m", "data.demo", "--out", str(data), "--train", "2", "--val", "2", "--test", "2",
+                    "--extra", "0", "--size", str(size), "--seed", "5"], cwd=ROOT, check=True, capture_output=True)
+    return data
+
+
+def test_auto_inference_precision_against_fp32(tmp_path, cpu_bf16):
+    """infer.py --amp auto against the fp32 path (--amp none --winograd off) on the same model and images. Where the
+    CPU has no native bf16, auto is fp32 (Winograd's ~1e-5 apart); where it has, auto is bf16, and the stated
+    tolerance holds: probabilities within 5e-3, and the same class on every pixel whose fp32 top-2 margin exceeds
+    0.02 (bf16 moves these probabilities by ~1.5e-3 on this model)."""
+    from data.probs import load_probs
+    import models
+    data = _demo(tmp_path)
+    torch.manual_seed(0)
+    ck = str(tmp_path / "model.pt")
+    torch.save({"model": models.build_model("upernet_convnext_demo", 11).state_dict(),
+                "model_name": "upernet_convnext_demo", "num_classes": 11}, ck)
+    probs = {}
+    for name, flags in (("auto", ["--amp", "auto"]), ("fp32", ["--amp", "none", "--winograd", "off"])):
+        probs[name] = tmp_path / name
+        r = subprocess.run([PY, "infer.py", "--ckpt", ck, "--data-root", str(data), "--json", "val.json", "--out", "",
+                            "--save-probs", str(probs[name]), "--probs-size", "0", "--probs-dtype", "float16",
+                            "--workers", "0", *flags], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+        if name == "auto":
+            assert f"--amp auto: {'bf16' if cpu_bf16 else 'fp32'} on cpu" in r.stdout, r.stdout
+    clear_total = 0
+    for rec in json.load(open(data / "val.json"))["images"]:
+        got = load_probs(str(probs["auto"]), rec["file_name"])[0].astype(np.float32)  # (C, H, W)
+        want = load_probs(str(probs["fp32"]), rec["file_name"])[0].astype(np.float32)
+        top2 = np.sort(want, 0)[-2:]
+        clear = top2[1] - top2[0] > 0.02
+        clear_total += clear.mean() / 2
+        assert np.abs(got - want).max() < (5e-3 if cpu_bf16 else 1e-3)  # float16 storage: ~5e-4
+        assert np.array_equal(got.argmax(0)[clear], want.argmax(0)[clear])
+    assert clear_total > 0.3, clear_total  # enough clear pixels for the agreement to mean something
+
+
+def _train(data, out, *extra, bf16: str):
+    r = subprocess.run([PY, "train.py", "--data-root", str(data), "--out", str(out), "--model", "upernet_convnext_demo",
+                        "--crop-size", "48", "--batch-size", "2", "--workers", "0", "--warmup-iters", "1",
+                        "--eval-interval", "2", "--ckpt-interval", "2", "--no-progress", *extra],
+                       cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "TRASHSEG_CPU_BF16": bf16, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    saved = json.load(open(out / "args.json"))
+    return r.stdout, (saved["amp_request"], saved["amp"], saved["val_amp"])
+
+
+def test_train_amp_auto_resolved_once_recorded_and_kept(tmp_path):
+    """--amp auto is resolved at the start (training fp32 on the CPU; validation bf16 where the CPU has native bf16),
+    written to args.json and the checkpoints, and kept when the run continues on a CPU that would choose otherwise:
+    a --resume from its checkpoint, and a bare restart of a run killed before its first checkpoint."""
+    data = _demo(tmp_path)
+    run = tmp_path / "run"
+    log, amp = _train(data, run, "--iters", "2", bf16="1")  # started on a native-bf16 CPU
+    assert amp == ("auto", "none", "bf16") and "amp none (validation bf16)" in log
+    assert torch.load(run / "last.pt", weights_only=True)["args"]["val_amp"] == "bf16"
+    log, amp = _train(data, run, "--iters", "4", "--resume", bf16="0")  # continued on an AVX2 one
+    assert amp == ("auto", "none", "bf16"), amp
+    assert "keeping the run's recorded precision (training none, validation bf16)" in log
+    assert "amp" not in log.partition("changed settings")[2].partition("\n")[0], log  # iters 2 → 4 only
+    for f in ("last.pt", "best.pt", "iter_2.pt"):  # killed before its first checkpoint: args.json, log, no .pt
+        (run / f).unlink(missing_ok=True)
+    log, amp = _train(data, run, "--iters", "4", "--resume", bf16="0")
+    assert "restarting this run from scratch" in log and amp == ("auto", "none", "bf16"), log[-2000:]
+    _, amp = _train(data, tmp_path / "fresh", "--iters", "2", bf16="0")  # a new run resolves on its own CPU
+    assert amp == ("auto", "none", "none")
+
+
+_RANK_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+import infer, train
+from engine import dist as D
+from engine.predict import inference_settings
+args = train.resolve_args(train.get_args_parser().parse_args(["--data-root", {data!r}, "--out", {out!r}]))
+info = D.init("cpu")
+train.settle_precision(args, info)
+amp, _ = inference_settings(infer.get_args_parser().parse_args(["--ckpt", "x", "--data-root", {data!r}]), info.device)
+print(f"rank {{info.rank}}: training {{args.amp}} validation {{args.val_amp}} inference {{amp}}", flush=True)
+D.cleanup(info)
+"""
+
+
+@pytest.mark.heavy
+def test_ranks_on_different_cpus_use_rank0_precision(tmp_path):
+    """Two torchrun nodes on one machine, one with native bf16 and one without (TRASHSEG_CPU_BF16 per launcher):
+    every rank trains, validates and infers in rank 0's resolution of --amp auto, whichever node is rank 0."""
+    import socket
+    script = tmp_path / "ranks.py"
+    script.write_text(_RANK_SCRIPT.format(root=ROOT, data=str(tmp_path), out=str(tmp_path / "out")))
+    for node0, want in (("1", "validation bf16 inference bf16"), ("0", "validation none inference none")):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        procs = [subprocess.Popen(
+            [PY, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(n),
+             "--master_addr", "127.0.0.1", "--master_port", str(port), str(script)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "TRASHSEG_CPU_BF16": node0 if n == 0 else str(1 - int(node0)), "OMP_NUM_THREADS": "1"})
+            for n in (0, 1)]
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+        assert all(p.returncode == 0 for p in procs), outs
+        for n, out in enumerate(outs):
+            assert f"rank {n}: training none {want}" in out, out

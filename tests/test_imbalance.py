@@ -355,8 +355,9 @@ def test_report_iou_bars_are_rarest_first(monkeypatch):
     assert seen["labels"][0] == "Background" and seen["values"][0] == 0.9
 
 
-def test_pseudo_label_class_balanced_keeps_each_class_top_share(tmp_path, capsys):
-    """pseudo_label.py --threshold-mode class-balanced against the teacher's own probabilities, computed here."""
+def test_pseudo_label_class_balanced_keeps_each_class_top_share(tmp_path, capsys, cpu_bf16):
+    """pseudo_label.py --threshold-mode class-balanced against the teacher's own fp32 probabilities, computed here
+    (--amp none pins fp32 on every CPU)."""
     import models
     import pseudo_label
     from data.coco import CocoSegDataset
@@ -371,7 +372,7 @@ def test_pseudo_label_class_balanced_keeps_each_class_top_share(tmp_path, capsys
     keep = 0.3
     pseudo_label.main(pseudo_label.get_args_parser().parse_args(
         ["--ckpt", ck, "--data-root", demo, "--json", "test.json", "--out", str(out), "--scales", "64",
-         "--workers", "0", "--threshold-mode", "class-balanced", "--keep", str(keep)]))
+         "--workers", "0", "--threshold-mode", "class-balanced", "--keep", str(keep), "--amp", "none"]))
     printed = capsys.readouterr().out
     assert "class-balanced (CBST) keep 0.3" in printed and "kept share by predicted class" in printed
     ds = CocoSegDataset(demo, str(out / "pseudo.json"))

@@ -47,7 +47,8 @@ def _hand_tta(model, img_u8, scales, flip):
     return (total / n)[0]  # (C, H, W)
 
 
-def test_tta_matches_hand_loop_and_csv(setup, tmp_path):
+def test_tta_matches_hand_loop_and_csv(setup, tmp_path, cpu_bf16):
+    """--amp none pins fp32, the hand loop's precision, on every CPU (cpu_bf16: also where auto would pick bf16)."""
     demo, ck, model = setup
     from data.coco import CocoSegDataset
     from data.probs import load_probs
@@ -55,7 +56,7 @@ def test_tta_matches_hand_loop_and_csv(setup, tmp_path):
     out = tmp_path / "sub.csv"
     r = subprocess.run([PY, "infer.py", "--ckpt", ck, "--data-root", demo, "--json", "test.json", "--tta",
                         "--scales", "64", "96", "128", "--out", str(out), "--save-probs", str(tmp_path / "p"),
-                        "--probs-size", "0", "--probs-dtype", "float16", "--workers", "0"],
+                        "--probs-size", "0", "--probs-dtype", "float16", "--workers", "0", "--amp", "none"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     ds = CocoSegDataset(demo, os.path.join(demo, "test.json"))

@@ -326,9 +326,9 @@ def test_slide_peak_memory_is_bounded():
 
 # ---------------------------------------------------------------------------------------------------- train / pseudo
 
-def test_train_val_mode_slide_and_pseudo_label_slide(tmp_path):
+def test_train_val_mode_slide_and_pseudo_label_slide(tmp_path, cpu_bf16):
     """train.py --val-mode slide scores what infer.py --mode slide --eval scores; pseudo_label.py --mode slide labels
-    the argmax of the plain slide loop."""
+    the argmax of the plain fp32 slide loop (--amp none pins fp32 on every CPU)."""
     import infer
     import models
     import pseudo_label
@@ -339,20 +339,20 @@ def test_train_val_mode_slide_and_pseudo_label_slide(tmp_path):
     slide = ["--crop-size", "48", "--stride", "32"]
     r = subprocess.run([PY, "train.py", "--data-root", str(demo), "--out", str(run), "--model", "upernet_convnext_demo",
                         "--crop-size", "64", "--batch-size", "2", "--workers", "0", "--iters", "2", "--no-progress",
-                        "--val-mode", "slide", "--val-crop-size", "48", "--val-stride", "32"],
+                        "--val-mode", "slide", "--val-crop-size", "48", "--val-stride", "32", "--amp", "none"],
                        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     val = [json.loads(ln) for ln in open(run / "metrics.jsonl") if '"miou"' in ln][-1]
     ck = str(run / "best.pt")
     res = infer.main(infer.get_args_parser().parse_args(
         ["--ckpt", ck, "--data-root", str(demo), "--json", "val.json", "--out", "", "--eval", "--workers", "0",
-         "--mode", "slide", *slide]))
+         "--mode", "slide", *slide, "--amp", "none"]))
     assert abs(res["tta"]["miou"] - val["miou"]) < 1e-6, (res["tta"]["miou"], val["miou"])
 
     out = tmp_path / "pl"
     pseudo_label.main(pseudo_label.get_args_parser().parse_args(
         ["--ckpt", ck, "--data-root", str(demo), "--json", "test.json", "--out", str(out), "--threshold", "0",
-         "--workers", "0", "--mode", "slide", *slide]))
+         "--workers", "0", "--mode", "slide", *slide, "--amp", "none"]))
     doc = json.load(open(out / "pseudo.json"))
     assert doc["info"]["test_mode"] == {"mode": "slide", "crop_size": [48, 48], "stride": [32, 32]}
     model = models.load_model(ck, map_location="cpu").eval()
