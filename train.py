@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import resource
 import signal
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 # SIGTERM (pre-emption, scancel, torchrun's shutdown) asks the run to stop: from here on it is recorded, not fatal,
 # so one that lands while torch is still importing is honoured after the first step like any other (the loop saves
@@ -45,13 +43,13 @@ from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader, build_train_loader
 from data.transforms import TRAIN_DEFAULTS, build_transform
 from engine import chaos
-from engine import checkpoint as ckpt
 from engine import dist as D
 from engine import imbalance
+from engine import run as R
 from engine.cli import cli_errors
-from engine.evaluate import autocast, evaluate, run_precision
+from engine.evaluate import autocast, evaluate
 from engine.predict import Predictor, add_mode_args, mode_kwargs
-from engine.log import MetricsLog, atomic_write_text, plot_curves
+from engine.log import MetricsLog, plot_curves
 from engine.schedule import lr_factor
 from engine.syncbn import convert_sync_batchnorm
 
@@ -160,56 +158,13 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-# Settings that do not change what is trained (where output goes, how often it is written, how it is shown).
-_RUN_ONLY = {"amp_request", "resume", "resume_auto", "overwrite", "out", "workers", "no_progress", "log_interval", "eval_interval",
-             "ckpt_interval", "keep_ckpts", "stop_after", "device", "skip_invalid"}
-
-
-def changed_settings(saved: dict, now: dict) -> list[str]:
-    """'name old → new' for every training setting that differs from the checkpoint's recorded arguments."""
-    return [f"{k} {saved[k]!r} → {now[k]!r}" for k in sorted(now)
-            if k in saved and k not in _RUN_ONLY and saved[k] != now[k]]
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    model = getattr(model, "module", model)  # DDP
-    return getattr(model, "_orig_mod", model)  # torch.compile
-
-
-@dataclass
-class Run:
-    """What the steps below share: the settings, the process group, data, model, optimiser and the run's position."""
-    args: argparse.Namespace
-    info: D.DistInfo
-    log: Callable
-    train_set: Any = None
-    val_set: Any = None
-    transform: Any = None
-    raw: torch.nn.Module = None  # the unwrapped model: what is saved, and its normalize()
-    model: torch.nn.Module = None  # raw, or DDP(raw)
-    fwd: torch.nn.Module = None  # model, or torch.compile(model)
-    opt: torch.optim.Optimizer = None
-    scaler: torch.amp.GradScaler = None
-    metrics: MetricsLog = None
-    start_iter: int = 0
-    start_sample: int = 0  # global samples consumed before start_iter
-    best: float = -1.0
-    miou: float = math.nan
-    val_mode: dict = None  # engine.predict's mode_kwargs for validation (--val-mode whole|slide)
-    criterion: Any = None  # engine.imbalance's loss: .main (decode head) and .aux
-
-    @property
-    def global_batch(self) -> int:
-        return self.args.batch_size * self.info.world_size
-
-
-def set_up(args: argparse.Namespace) -> Run:
+def set_up(args: argparse.Namespace) -> R.Run:
     """Resolve the settings, join the process group, and make sure --out may be written."""
     args = resolve_args(args)
     info = D.init(args.device)
-    signal.signal(signal.SIGTERM, _request_stop)  # again for callers of main() (tests); a no-op for the script
-    run = Run(args, info, print if info.is_main else (lambda *a, **k: None))
-    kept = settle_precision(args, info)
+    signal.signal(signal.SIGTERM, _request_stop)  # for callers of main() (tests); the script installed it at import
+    run = R.Run(args, info, print if info.is_main else (lambda *a, **k: None))
+    kept = R.settle_precision(args, info)
     if kept:
         run.log(kept)
     try:
@@ -221,99 +176,11 @@ def set_up(args: argparse.Namespace) -> Run:
         # (torch's "Expected more than 1 value per channel"); SyncBN over several processes counts them all.
         sys.exit("error: --batch-size 1 in a single process: the UperNet head's BatchNorm (PPM 1x1 pooling) needs "
                  "at least 2 images per step; use --batch-size >= 2 (and --grad-accum for memory), or torchrun")
-    claim_out_dir(run)
+    R.claim(run)
     return run
 
 
-def settle_precision(args: argparse.Namespace, info: D.DistInfo) -> str | None:
-    """Resolve --amp once per run into args.amp (training) and args.val_amp (validation), which args.json and every
-    checkpoint record. Under --amp auto a resumed or restarted run keeps the precision it recorded, since a restart
-    on a machine with another CPU must not change the run's precision silently; rank 0's resolution holds on every
-    rank, since nodes may have different CPUs. Returns the note to log when the recorded precision was kept."""
-    train_amp, val_amp = run_precision(args.amp_request, info.device)
-    note = None
-    if args.amp_request == "auto" and info.is_main:
-        rec = _recorded_args(args) or {}
-        kept = (rec.get("amp"), rec.get("val_amp"))
-        if rec.get("amp_request") == "auto" and set(kept) <= {"bf16", "fp16", "none"} \
-                and kept != (train_amp, val_amp):
-            note = (f"--amp auto: keeping the run's recorded precision (training {kept[0]}, validation {kept[1]}); "
-                    f"on this machine a new run would use training {train_amp}, validation {val_amp}")
-            train_amp, val_amp = kept
-    args.amp, args.val_amp = D.from_main((train_amp, val_amp))
-    return note
-
-
-def _recorded_args(args: argparse.Namespace) -> dict | None:
-    """The settings recorded by the run this command continues: the --resume checkpoint's (read without loading
-    its tensors), or OUT/args.json for a bare restart of a run killed before its first checkpoint; None for a new
-    run or an unreadable record (load_resume reports an unreadable checkpoint)."""
-    if args.overwrite:
-        return None
-    try:
-        if args.resume:
-            rec = torch.load(args.resume, map_location="cpu", weights_only=True, mmap=True).get("args")
-        elif args.resume_auto:
-            with open(os.path.join(args.out, "args.json")) as f:
-                rec = json.load(f)
-        else:
-            return None
-    except Exception:  # missing, truncated or not a zip checkpoint: nothing to keep
-        return None
-    return rec if isinstance(rec, dict) else None
-
-
-def claim_out_dir(run: Run) -> None:
-    """A new run in a folder that holds one would truncate its log, leave its best.pt standing until the first
-    validation and let pruning keep its iter_N.pt while deleting the new run's: continue it, or replace it on
-    purpose. Rank 0 looks; every rank stops together."""
-    args, info = run.args, run.info
-    old = ckpt.run_files(args.out) if (info.is_main and not args.resume) else []
-    # A bare --resume with nothing saved yet, in a folder that holds only this run's own files (args.json of the
-    # same settings; its log; a best.pt written just before the first last.pt): the job was killed before its first
-    # checkpoint. Restart it from scratch; refusing (exit 2) broke the one-command restart loop of pre-emptible jobs.
-    diff = _run_differences(args) if (old and args.resume_auto) else None
-    own = diff == []
-    if D.any_flag(bool(old) and not args.overwrite and not own, info):
-        if info.is_main:
-            files = ', '.join(os.path.basename(f) for f in old[:6]) + (', ...' if len(old) > 6 else '')
-            if args.resume_auto:  # "continue it with --resume" would send the user round in a circle
-                why = ("its args.json records other settings: " + "; ".join(diff) if diff
-                       else "no readable args.json says it is this run")
-                print(f"error: --resume: {args.out} holds no checkpoint, only files of a run ({files}), and {why}. "
-                      f"Restart it with the settings it was started with, replace it with --overwrite (make: "
-                      f"ARGS=--overwrite), or choose another --out (make: EXP=...).", file=sys.stderr)
-            else:
-                print(f"error: {args.out} already holds a run ({files}). Continue it with --resume, replace it with "
-                      f"--overwrite (make: ARGS=--overwrite), or choose another --out (make: EXP=...).",
-                      file=sys.stderr)
-        D.cleanup(info)
-        sys.exit(2)
-    if old:
-        for f in old:
-            os.unlink(f)
-        run.log(f"--resume: {args.out} holds no checkpoint yet; restarting this run from scratch"
-                if own else f"--overwrite: removed the previous run's {len(old)} file(s) from {args.out}")
-    if info.is_main:
-        ckpt.remove_stale_temp(args.out)
-
-
-def _run_differences(args: argparse.Namespace) -> list[str] | None:
-    """How this command's training settings differ from those OUT/args.json records ([]: the same run), or None
-    when there is no readable args.json to tell whose files these are (read by rank 0)."""
-    try:
-        with open(os.path.join(args.out, "args.json")) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(saved, dict):
-        return None
-    now = json.loads(json.dumps(vars(args)))  # tuples → lists, as saved
-    model = [] if saved.get("model") == args.model else [f"model {saved.get('model')!r} → {args.model!r}"]
-    return model + changed_settings(saved, now)
-
-
-def build_data(run: Run) -> None:
+def build_data(run: R.Run) -> None:
     """The training and validation sets (bad input: one line, exit 2) and the training transform."""
     args = run.args
     try:
@@ -340,7 +207,7 @@ def build_data(run: Run) -> None:
     run.transform = build_transform("train", crop_size=args.crop_size, **aug)
 
 
-def build_model_and_optimizer(run: Run) -> None:
+def build_model_and_optimizer(run: R.Run) -> None:
     """Model (optionally --init), SyncBN and DDP when distributed, AdamW over the layer-decay groups, GradScaler."""
     args, info, dev = run.args, run.info, run.info.device
     torch.manual_seed(args.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
@@ -383,60 +250,7 @@ def build_model_and_optimizer(run: Run) -> None:
     run.fwd = torch.compile(model) if args.compile else model
 
 
-def load_resume(run: Run) -> dict | None:
-    """Load --resume's weights, optimiser and scaler state and the run's position; the checkpoint (for its RNG
-    state, restored once the data loader exists) or None on a fresh start."""
-    args = run.args
-    if not args.resume:
-        return None
-    state = ckpt.load(args.resume)
-    if state.get("model_name") != args.model:
-        sys.exit(f"error: {args.resume} holds {state.get('model_name')}, not --model {args.model}")
-    if state.get("num_classes", args.num_classes) != args.num_classes:  # was a load_state_dict traceback
-        sys.exit(f"error: {args.resume} has {state['num_classes']} classes, not --num-classes {args.num_classes}")
-    run.raw.load_state_dict(state["model"])
-    load_optimizer_state(run, state)
-    run.start_iter, run.best = state["iter"], state.get("best_miou", -1.0)
-    # The data position is the samples the run has consumed, as recorded: recomputing it from this invocation's
-    # batch size / process count / --grad-accum skipped or replayed data when any of them changed on resume.
-    run.start_sample = int(state.get("samples_seen", run.start_iter * run.global_batch * args.grad_accum))
-    run.log(f"resumed {args.resume} at iteration {run.start_iter}")
-    changed = changed_settings(state.get("args") or {}, vars(args))
-    if changed:  # allowed (a longer schedule, a lower LR), but the run is then not the one that was started
-        run.log("note: resumed with changed settings: " + ", ".join(changed))
-    return state
-
-
-def load_optimizer_state(run: Run, state: dict) -> None:
-    """AdamW's moments and step counts from the checkpoint, with this invocation's weight decay and layer decay;
-    the GradScaler's state only where both runs use fp16.
-
-    Optimizer.load_state_dict restores each group's saved hyper-parameters too, so a changed --weight-decay or
-    --layer-decay was announced ("changed settings") and then silently not applied. The groups' parameter layout
-    does not depend on those values; their weight_decay and lr_scale are re-applied from a fresh grouping."""
-    args = run.args
-    try:
-        run.opt.load_state_dict(state["optimizer"])
-    except ValueError as e:  # another grouping of parameters (another model variant, frozen parts)
-        sys.exit(f"error: {args.resume}: its optimizer state does not fit this model's parameter groups ({e}); "
-                 f"start a new run with --init {args.resume} instead")
-    fresh = models.param_groups(run.raw, weight_decay=args.weight_decay, layer_decay=args.layer_decay)
-    if [(g["name"], len(g["params"])) for g in fresh] != \
-            [(g.get("name"), len(g["params"])) for g in run.opt.param_groups]:
-        sys.exit(f"error: {args.resume}: its optimizer groups differ from this model's; start a new run with "
-                 f"--init {args.resume} instead")
-    for g, f in zip(run.opt.param_groups, fresh):
-        g["weight_decay"], g["lr_scale"] = f["weight_decay"], f["lr_scale"]
-    saved = state.get("scaler") or {}
-    if run.scaler.is_enabled() and saved:
-        run.scaler.load_state_dict(saved)
-    elif run.scaler.is_enabled():
-        # A bf16 / fp32 run saves a disabled scaler's empty state, which load_state_dict refused with a
-        # RuntimeError: --amp fp16 from here starts the loss scale afresh (as any fp16 run does).
-        run.log(f"note: {args.resume} has no fp16 loss-scaler state (--amp was not fp16); starting a fresh one")
-
-
-def build_loader_and_seed(run: Run, state: dict | None) -> Iterator[dict]:
+def build_loader_and_seed(run: R.Run, state: dict | None) -> Iterator[dict]:
     """The training batches from the run's data position; then every RNG from the checkpoint (or the seed)."""
     args, info = run.args, run.info
     # The data stream is a function of (seed, sample position): resume re-enters it at the next unseen sample.
@@ -444,31 +258,14 @@ def build_loader_and_seed(run: Run, state: dict | None) -> Iterator[dict]:
                                    workers=args.workers, rank=info.rank, world_size=info.world_size,
                                    start_sample=run.start_sample,
                                    sample_weights=imbalance.sample_weights(args, run.train_set, run.log))
-    # RNG (drop path, dropout) is set after the loader exists, so creating workers cannot shift it.
-    if state is None:
-        torch.manual_seed(args.seed + info.rank)
-        return data_iter
-    rng = state["rng"]
-    if isinstance(rng, list) and len(rng) == info.world_size:
-        ckpt.set_rng_state(rng[info.rank])
-    elif isinstance(rng, dict):
-        ckpt.set_rng_state(rng)
-    else:
-        # Saved by a different number of processes (a torchrun run resumed in one process, or on fewer GPUs):
-        # there is no per-rank state to restore, and passing the list on crashed with a TypeError. Weights,
-        # optimiser and data position are restored; dropout / drop-path draws restart from the seed.
-        run.log(f"note: {args.resume} was saved by {len(rng)} process(es), this run has {info.world_size}: "
-                f"random state reseeded (resume is not bitwise exact)")
-        torch.manual_seed(args.seed + info.rank + 1000003 * run.start_iter)
+    R.restore_rng(run, state)
     return data_iter
 
 
-def start_log(run: Run) -> None:
+def start_log(run: R.Run) -> None:
     """args.json, the metrics log (cut back to the resumed iteration) and the run's one-line summary."""
     args, info = run.args, run.info
-    if info.is_main:
-        os.makedirs(args.out, exist_ok=True)
-        atomic_write_text(os.path.join(args.out, "args.json"), json.dumps(vars(args), indent=2) + "\n")
+    R.write_args(run)
     run.metrics = MetricsLog(os.path.join(args.out, "metrics.jsonl"), resume_iter=run.start_iter)
     nparam = sum(p.numel() for p in run.raw.parameters())
     train_set, val_set = run.train_set, run.val_set
@@ -482,22 +279,8 @@ def start_log(run: Run) -> None:
             run.log(f"{name}: skipped {len(s.skipped)} invalid item(s) (--skip-invalid); first: {s.skipped[0]}")
 
 
-def save_checkpoint(run: Run, path: str, it: int) -> None:
-    """Collective (every rank calls it: the RNG states are gathered); rank 0 writes atomically."""
-    args, info = run.args, run.info
-    rng_all = [ckpt.rng_state()]
-    if info.enabled:
-        rng_all = [None] * info.world_size
-        torch.distributed.all_gather_object(rng_all, ckpt.rng_state())
-    if info.is_main:
-        seen = run.start_sample + (it - run.start_iter) * run.global_batch * args.grad_accum
-        ckpt.atomic_save({"model": run.raw.state_dict(), "model_name": args.model, "num_classes": args.num_classes,
-                          "optimizer": run.opt.state_dict(), "scaler": run.scaler.state_dict(), "rng": rng_all,
-                          "iter": it, "best_miou": run.best, "args": vars(args), "samples_seen": seen}, path)
-
-
-def validate(run: Run, it: int) -> float:
-    """mIoU on the validation set (logged by rank 0); a new best is saved as best.pt. NaN without validation."""
+def validate(run: R.Run, it: int) -> float:
+    """mIoU on the validation set, logged by rank 0 (metrics, curves, per-class IoU); NaN without validation."""
     args, info = run.args, run.info
     if run.val_set is None:
         return math.nan
@@ -522,9 +305,6 @@ def validate(run: Run, it: int) -> float:
         per = " ".join(f"{v:.3f}" if v is not None else "n/a" for v in rec["iou"])
         run.log(f"\n[val @ {it}] mIoU {res['miou']:.4f}  acc {res['acc']:.4f}  macc {res['macc']:.4f}  IoU: {per}")
         run.log("  IoU, rarest class first (share of val pixels): " + imbalance.iou_line(rec["iou"], rec["gt_pixels"]))
-    if res["miou"] > run.best:
-        run.best = res["miou"]
-        save_checkpoint(run, os.path.join(args.out, "best.pt"), it)
     return res["miou"]
 
 
@@ -536,7 +316,7 @@ def _marked(loader):
             chaos.point("val")
 
 
-def train_step(run: Run, it: int, data_iter: Iterator[dict]) -> tuple[float, float, float]:
+def train_step(run: R.Run, it: int, data_iter: Iterator[dict]) -> tuple[float, float, float]:
     """One optimiser step over --grad-accum micro-batches; (main loss, aux loss, time spent waiting for data).
     A non-finite loss on any rank stops every rank (exit 3) without saving."""
     args, info, dev, model, scaler, opt = run.args, run.info, run.info.device, run.model, run.scaler, run.opt
@@ -579,27 +359,28 @@ def train_step(run: Run, it: int, data_iter: Iterator[dict]) -> tuple[float, flo
     return loss_sum, aux_sum, wait
 
 
-def validate_and_save(run: Run, done: int) -> None:
-    """After iteration `done`: validate on --eval-interval, save last.pt (and a kept iter_N.pt) on --ckpt-interval;
-    both at the end of the schedule."""
-    args, info = run.args, run.info
+def validate_and_save(run: R.Run, done: int) -> None:
+    """After iteration `done`: validate on --eval-interval (a new best is saved as best.pt), save last.pt (and a
+    kept iter_N.pt) on --ckpt-interval; both at the end of the schedule."""
+    args = run.args
     if done % args.eval_interval == 0 or done == args.iters:
         run.miou = validate(run, done)
+        if run.miou > run.best:
+            run.best = run.miou
+            R.save(run, "best.pt", done)
         run.fwd.train()
     if done == args.iters and run.val_set is None:
         # Without validation nothing is "best": the final model is, so that best.pt (what make submit, pseudo and
         # ensemble read) exists. Written before last.pt: a kill between the two resumes from the previous last.pt
         # and writes both again, while a run found complete (last.pt at --iters) already has its best.pt.
-        save_checkpoint(run, os.path.join(args.out, "best.pt"), done)
+        R.save(run, "best.pt", done)
     if done % args.ckpt_interval == 0 or done == args.iters:
-        save_checkpoint(run, os.path.join(args.out, "last.pt"), done)
+        R.save(run, "last.pt", done)
         if done % args.ckpt_interval == 0 and args.keep_ckpts > 0 and done != args.iters:
-            save_checkpoint(run, os.path.join(args.out, f"iter_{done}.pt"), done)  # collective: every rank calls it
-            if info.is_main:
-                ckpt.prune_periodic(args.out, args.keep_ckpts)
+            R.save(run, f"iter_{done}.pt", done)
 
 
-def train(run: Run, data_iter: Iterator[dict]) -> None:
+def train(run: R.Run, data_iter: Iterator[dict]) -> None:
     """The loop: steps from the resumed iteration to --iters, logging, validating and saving on their intervals;
     SIGTERM (on any rank) or --stop-after saves last.pt and exits 0 on every rank; the stop flag is all-reduced
     after every step, so all ranks stop after the same one."""
@@ -645,7 +426,7 @@ def train(run: Run, data_iter: Iterator[dict]) -> None:
         sliced = args.stop_after > 0 and done - run.start_iter >= args.stop_after
         if D.any_flag(bool(_STOP["signal"]) or sliced, info):
             if done % args.ckpt_interval != 0:
-                save_checkpoint(run, os.path.join(args.out, "last.pt"), done)
+                R.save(run, "last.pt", done)
             if bar:
                 bar.close()
             why = f"--stop-after {args.stop_after}" if sliced else "SIGTERM"  # sliced: the same on every rank
@@ -660,7 +441,7 @@ def main(args: argparse.Namespace) -> float:
     run = set_up(args)
     build_data(run)
     build_model_and_optimizer(run)
-    state = load_resume(run)
+    state = R.load_resume(run)
     data_iter = build_loader_and_seed(run, state)
     del state
     start_log(run)

@@ -144,11 +144,12 @@ _RANK_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
 import infer, train
+from engine import run as R
 from engine import dist as D
 from engine.predict import inference_settings
 args = train.resolve_args(train.get_args_parser().parse_args(["--data-root", {data!r}, "--out", {out!r}]))
 info = D.init("cpu")
-train.settle_precision(args, info)
+R.settle_precision(args, info)
 amp, _ = inference_settings(infer.get_args_parser().parse_args(["--ckpt", "x", "--data-root", {data!r}]), info.device)
 print(f"rank {{info.rank}}: training {{args.amp}} validation {{args.val_amp}} inference {{amp}}", flush=True)
 D.cleanup(info)
