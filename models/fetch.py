@@ -322,15 +322,17 @@ def download(url: str, dst: str, sha256: str | None = None, timeout: float = 60.
             return download(url, dst, sha256, timeout, progress, log)
         raise
     with resp:
-        start = 0
         if offset and resp.status == 206:
             m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
-            start = int(m.group(1)) if m else 0
-        if offset and start != offset:  # 200: the whole file again (the Range was ignored), or a range we did not ask
+            if not m or int(m.group(1)) != offset:  # a range other than the one asked for: start again
+                log(f"{url}: the server answered another range than bytes={offset}-; downloading from the start")
+                os.unlink(part)
+                resp.close()
+                return download(url, dst, sha256, timeout, progress, log)
+            log(f"{url}: resuming at byte {offset}")
+        elif offset:  # 200: the Range was ignored and this is the whole file, written over the part
             log(f"{url}: the server did not resume at byte {offset}; downloading from the start")
             offset = 0
-        elif offset:
-            log(f"{url}: resuming at byte {offset}")
         length = resp.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         with open(part, "ab" if offset else "wb") as f, \
@@ -340,10 +342,10 @@ def download(url: str, dst: str, sha256: str | None = None, timeout: float = 60.
                 for block in iter(lambda: resp.read(CHUNK), b""):
                     f.write(block)
                     bar.update(len(block))
-            except (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError) as e:
+            except (http.client.HTTPException, OSError) as e:  # reset, timeout, TLS error (or a full disk: said)
                 f.flush()
                 raise FetchError(f"{url}: the transfer broke off at byte {f.tell()} of {total or '?'} "
-                                 f"({type(e).__name__}); run the same command again to resume") from e
+                                 f"({type(e).__name__}: {e}); run the same command again to resume") from e
             f.flush()
             os.fsync(f.fileno())
             size = f.tell()
@@ -433,7 +435,7 @@ def resolve_init(spec: str, model: str, num_classes: int) -> str:
     if os.path.exists(spec) or spec not in WEIGHTS:
         return spec  # a path (or a missing one, which the caller reports as such)
     try:
-        return fetch(spec, model=model, num_classes=num_classes, progress=os.environ.get("LOCAL_RANK", "0") == "0")
+        return fetch(spec, model=model, num_classes=num_classes)
     except FetchError as e:
         sys.exit(f"error: --init {spec}: {e}")
 

@@ -28,7 +28,8 @@ STAGES = ["stage1", "stage2", "stage3", "stage4"]
 # ------------------------------------------------------------------------------------------------- the server
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """GET with single-range support (`bytes=N-`, 206 + Content-Range; 416 past the end)."""
+    """GET with single-range support (`bytes=N-`, 206 + Content-Range; 416 past the end). Per path, it can ignore the
+    Range (200), answer another range (206 from byte 0), cut the body short once, or hold the response on a gate."""
 
     def do_GET(self):  # noqa: N802 - http.server's name
         s = self.server
@@ -44,7 +45,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         start = 0
         if rng and path not in s.ignore_range:
-            start = int(rng.split("=")[1].split("-")[0])
+            start = 0 if path in s.wrong_range else int(rng.split("=")[1].split("-")[0])
             if start >= len(body):
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(body)}")
@@ -76,7 +77,7 @@ class Server(http.server.ThreadingHTTPServer):
 @pytest.fixture(scope="module")
 def server():
     srv = Server(("127.0.0.1", 0), Handler)
-    srv.files, srv.requests, srv.gates, srv.ignore_range, srv.cut_after = {}, [], {}, set(), {}
+    srv.files, srv.requests, srv.gates, srv.ignore_range, srv.wrong_range, srv.cut_after = {}, [], {}, set(), set(), {}
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -112,6 +113,7 @@ def env(server, tmp_path, monkeypatch):
         monkeypatch.setenv(var, "127.0.0.1,localhost")
     server.requests.clear()
     server.ignore_range.clear()
+    server.wrong_range.clear()
     server.cut_after.clear()
     server.gates.clear()
     return tmp_path / "cache"
@@ -222,7 +224,7 @@ def test_interrupted_download_resumes_with_range(server, env, files, capsys):
     load_model(env / "weights" / f"{name}--{DEMO}-11c.pt")
 
 
-def test_server_that_ignores_or_refuses_range_restarts_cleanly(server, env, files, capsys):
+def test_server_that_ignores_refuses_or_misanswers_range_restarts_cleanly(server, env, files, capsys):
     name = "convnext_small_1k_224"
     body = files["official"]
     path = serve(server, name, body)
@@ -245,6 +247,17 @@ def test_server_that_ignores_or_refuses_range_restarts_cleanly(server, env, file
     assert "refused to resume" in capsys.readouterr().out
     assert part.with_suffix("").read_bytes() == body
     assert [r[1] for r in gets(server, path)] == [f"bytes={len(body) + 10}-", None]
+    # 206 for a range that was not asked for: dropped, and the file read from the start.
+    name = "convnext_tiny_1k_224_ema"
+    path = serve(server, name, body)
+    part = env / "downloads" / name / "convnext_tiny_1k_224_ema.pth.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(body[:100])
+    server.wrong_range.add(path)
+    assert cli(name, "--model", DEMO, "--no-progress") == 0
+    assert "another range" in capsys.readouterr().out
+    assert part.with_suffix("").read_bytes() == body
+    assert [r[1] for r in gets(server, path)] == ["bytes=100-", None]
 
 
 def test_checksum_mismatch_deletes_and_names_url_expected_and_got(server, env, files, capsys, monkeypatch):
