@@ -38,6 +38,7 @@ if __name__ == "__main__":
 import torch
 
 import models
+from models import fetch
 from data import IGNORE_INDEX, NUM_CLASSES
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader, build_train_loader
@@ -71,7 +72,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="upernet_convnext_tiny", choices=models.MODELS)
     g.add_argument("--num-classes", type=int, default=NUM_CLASSES)
-    g.add_argument("--init", default=None, help="converted checkpoint (python -m models.convert) to start from")
+    g.add_argument("--init", default=None, help="converted checkpoint (python -m models.convert) to start from, or "
+                   "a published name, downloaded and converted once (python -m models.fetch --list)")
     g.add_argument("--drop-path", type=float, default=None, help="default: the recipe's")
     g.add_argument("--dropout", type=float, default=None, help="heads' Dropout2d p (default: the model's 0.1)")
     g = p.add_argument_group("schedule (defaults: models.recipe(MODEL))")
@@ -217,10 +219,11 @@ def build_model_and_optimizer(run: R.Run) -> None:
             if isinstance(m, torch.nn.Dropout2d):
                 m.p = args.dropout
     if args.init:
+        init = fetch.resolve_init(args.init, args.model, args.num_classes)  # a path, or a name: its cached conversion
         try:
-            src = torch.load(args.init, map_location="cpu", weights_only=True)
+            src = torch.load(init, map_location="cpu", weights_only=True)
         except FileNotFoundError:
-            sys.exit(f"error: --init {args.init}: no such file")
+            sys.exit(f"error: --init {args.init}: no such file, nor a published name (python -m models.fetch --list)")
         except Exception as e:  # truncated, not a torch file, or holding objects weights_only refuses
             sys.exit(f"error: --init {args.init}: cannot be read as a checkpoint ({type(e).__name__}: "
                      f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})")
@@ -231,7 +234,7 @@ def build_model_and_optimizer(run: R.Run) -> None:
             sys.exit(f"error: {e}\n(convert foreign or other-class-count checkpoints with python -m models.convert "
                      f"SRC DST --model {args.model} --num-classes {args.num_classes})")
         model.load_state_dict(state)
-        run.log(f"init: loaded {len(state)} tensors from {args.init}")
+        run.log(f"init: loaded {len(state)} tensors from {init}")
     if args.grad_checkpointing:
         model.set_grad_checkpointing(True)
     if info.enabled:
