@@ -140,7 +140,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     args.amp_request = args.amp
     if args.fold is not None:
         # The fold's files replace the defaults only: given --train-json files are extra sources (a k-fold run with
-        # pseudo-labels), and --val-json '' still turns validation off. (They were dropped without a word.)
+        # pseudo-labels), and --val-json '' still turns validation off.
         folds = args.folds_dir or os.path.join(args.data_root, "folds")
         args.train_json = [os.path.join(folds, f"train_fold{args.fold}.json")] + (args.train_json or [])
         if args.val_json is None:
@@ -293,8 +293,8 @@ def validate(run: R.Run, it: int) -> float:
         vl = _marked(vl)
     # Predictor: whole or slide (--val-mode), and val images of any size (small ones padded for the backbone).
     # It wraps the unwrapped model (weights are equal on every rank): DDP's first forward after a training step
-    # broadcasts buffers, a collective that a rank with no validation images (fewer images than processes)
-    # never joined, so the others hung there.
+    # broadcasts buffers, a collective that a rank with no validation images (fewer images than processes) would
+    # never join.
     # --compile: forward + fused confusion matrix as one graph, in whole mode (the slide loop stays eager).
     res = evaluate(Predictor(run.raw, **run.val_mode), vl, args.num_classes, info.device, info,
                    amp=args.val_amp, channels_last=args.channels_last,

@@ -114,7 +114,8 @@ def claim(run: Run) -> None:
     old = ckpt.run_files(args.out) if (info.is_main and not args.resume) else []
     # A bare --resume with nothing saved yet, in a folder that holds only this run's own files (args.json of the
     # same settings; its log; a best.pt written just before the first last.pt): the job was killed before its first
-    # checkpoint. Restart it from scratch; refusing (exit 2) broke the one-command restart loop of pre-emptible jobs.
+    # checkpoint. It restarts from scratch, so that one command serves a pre-emptible job's first start and every
+    # restart.
     diff = _run_differences(args) if (old and args.resume_auto) else None
     own = diff == []
     if D.any_flag(bool(old) and not args.overwrite and not own, info):
@@ -166,7 +167,7 @@ def load_resume(run: Run) -> dict | None:
     state = ckpt.load(args.resume)
     if state.get("model_name") != args.model:
         sys.exit(f"error: {args.resume} holds {state.get('model_name')}, not --model {args.model}")
-    if state.get("num_classes", args.num_classes) != args.num_classes:  # was a load_state_dict traceback
+    if state.get("num_classes", args.num_classes) != args.num_classes:  # one line, not load_state_dict's traceback
         sys.exit(f"error: {args.resume} has {state['num_classes']} classes, not --num-classes {args.num_classes}")
     run.raw.load_state_dict(state["model"])
     load_optimizer_state(run, state)
@@ -185,9 +186,9 @@ def load_optimizer_state(run: Run, state: dict) -> None:
     """AdamW's moments and step counts from the checkpoint, with this invocation's weight decay and layer decay;
     the GradScaler's state only where both runs use fp16.
 
-    Optimizer.load_state_dict restores each group's saved hyper-parameters too, so a changed --weight-decay or
-    --layer-decay was announced ("changed settings") and then silently not applied. The groups' parameter layout
-    does not depend on those values; their weight_decay and lr_scale are re-applied from a fresh grouping."""
+    Optimizer.load_state_dict restores each group's saved hyper-parameters too, which would keep the old
+    --weight-decay / --layer-decay under a changed one. The groups' parameter layout does not depend on those
+    values, so their weight_decay and lr_scale are re-applied from a fresh grouping."""
     args = run.args
     try:
         run.opt.load_state_dict(state["optimizer"])
@@ -205,8 +206,8 @@ def load_optimizer_state(run: Run, state: dict) -> None:
     if run.scaler.is_enabled() and saved:
         run.scaler.load_state_dict(saved)
     elif run.scaler.is_enabled():
-        # A bf16 / fp32 run saves a disabled scaler's empty state, which load_state_dict refused with a
-        # RuntimeError: --amp fp16 from here starts the loss scale afresh (as any fp16 run does).
+        # A bf16 / fp32 run saves a disabled scaler's empty state, which load_state_dict refuses: --amp fp16 from
+        # here starts the loss scale afresh (as any fp16 run does).
         run.log(f"note: {args.resume} has no fp16 loss-scaler state (--amp was not fp16); starting a fresh one")
 
 
