@@ -39,7 +39,7 @@ import torch
 
 import models
 from models import fetch
-from data import IGNORE_INDEX, NUM_CLASSES
+from data import NUM_CLASSES
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader, build_train_loader
 from data.transforms import TRAIN_DEFAULTS, build_transform
@@ -47,6 +47,7 @@ from engine import chaos
 from engine import dist as D
 from engine import imbalance
 from engine import run as R
+from engine import semi
 from engine.cli import cli_errors
 from engine.evaluate import autocast, evaluate
 from engine.predict import Predictor, add_mode_args, mode_kwargs
@@ -123,6 +124,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         else:
             g.add_argument(flag, type=type(v), default=v)
     imbalance.add_args(p)
+    semi.add_args(p)
     return p
 
 
@@ -152,6 +154,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         return j if (os.path.isabs(j) or os.path.exists(j)) else os.path.join(args.data_root, j)
     args.train_json = [where(j) for j in args.train_json]
     args.val_json = where(args.val_json) if args.val_json else ""
+    for k in ("pseudo_json", "unlabelled_json"):
+        setattr(args, k, [where(j) for j in getattr(args, k)] if getattr(args, k) else None)
     args.resume_auto = args.resume == "auto"
     imbalance.resolve(args)  # --balance fills the imbalance options it names; a bad one exits 2
     if args.resume == "auto":
@@ -207,6 +211,12 @@ def build_data(run: R.Run) -> None:
     run.criterion = imbalance.build_criterion(args, train_set, run.log).to(run.info.device)
     aug = {k: getattr(args, "aug_" + k) for k in TRAIN_DEFAULTS}
     run.transform = build_transform("train", crop_size=args.crop_size, **aug)
+    if semi.enabled(args):  # the second pool: pseudo-labelled or unlabelled images (README "Semi-supervised")
+        run.aug_knobs = TRAIN_DEFAULTS
+        try:
+            semi.build_pool(run, CocoSegDataset, build_transform)
+        except DataError as e:
+            sys.exit(f"error: {e}")
 
 
 def build_model_and_optimizer(run: R.Run) -> None:
@@ -247,6 +257,7 @@ def build_model_and_optimizer(run: R.Run) -> None:
     run.opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.999), fused=True)
     run.scaler = torch.amp.GradScaler(dev.type, enabled=args.amp == "fp16")
     run.raw = model
+    run.teacher = semi.EMATeacher(model, args.ema_momentum) if args.unlabelled_json else None
     if info.enabled:
         model = D.wrap_ddp(model, dev)
     run.model = model
@@ -257,10 +268,12 @@ def build_loader_and_seed(run: R.Run, state: dict | None) -> Iterator[dict]:
     """The training batches from the run's data position; then every RNG from the checkpoint (or the seed)."""
     args, info = run.args, run.info
     # The data stream is a function of (seed, sample position): resume re-enters it at the next unseen sample.
-    data_iter = build_train_loader(run.train_set, run.transform, batch_size=args.batch_size, seed=args.seed,
+    batch, start, pool_start = semi.batch_and_start(run)  # with a pool, a share of each batch is its
+    data_iter = build_train_loader(run.train_set, run.transform, batch_size=batch, seed=args.seed,
                                    workers=args.workers, rank=info.rank, world_size=info.world_size,
-                                   start_sample=run.start_sample,
+                                   start_sample=start,
                                    sample_weights=imbalance.sample_weights(args, run.train_set, run.log))
+    run.pool_iter = semi.pool_loader(run, build_train_loader, pool_start)
     R.restore_rng(run, state)
     return data_iter
 
@@ -330,19 +343,22 @@ def train_step(run: R.Run, it: int, data_iter: Iterator[dict]) -> tuple[float, f
     for micro in range(args.grad_accum):
         t0 = time.perf_counter()
         batch = next(data_iter)
+        pool = next(run.pool_iter) if run.pool_iter is not None else None
         wait += time.perf_counter() - t0
         img = batch["image"].to(dev, non_blocking=True)  # (B, 3, H, W) uint8
         target = batch["mask"].to(dev, non_blocking=True).long()  # (B, H, W)
         x = run.raw.normalize(img)
+        if pool is not None:  # strong views after the labelled images; targets: pseudo-labels or the teacher's
+            pool = {k: v.to(dev, non_blocking=True) for k, v in pool.items() if k != "sizes"}
+            xs, pool_t, count, _ = semi.pool_batch(pool, run.teacher, run.raw.normalize, args.semi_threshold)
+            x, pool = torch.cat([x, xs]), (pool_t, count)  # (B, 3, H, W)
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         sync_ctx = model.no_sync() if (info.enabled and micro < args.grad_accum - 1) else contextlib.nullcontext()
         with sync_ctx:
             with autocast(dev, args.amp):
                 logits, aux = run.fwd(x)  # (B, C, H, W) each, at input size
-                kept = (target != IGNORE_INDEX).sum().clamp(min=1)  # one count for both heads
-                loss_main = run.criterion.main(logits.float(), target, kept)
-                loss_aux = run.criterion.aux(aux.float(), target, kept)
+                loss_main, loss_aux = semi.losses(run.criterion, logits, aux, target, pool, args.semi_weight)
                 loss = (loss_main + args.aux_weight * loss_aux) / args.grad_accum
             scaler.scale(loss).backward()
         loss_sum += loss_main.item() / args.grad_accum
@@ -359,6 +375,8 @@ def train_step(run: R.Run, it: int, data_iter: Iterator[dict]) -> tuple[float, f
     scaler.step(opt)
     scaler.update()
     opt.zero_grad(set_to_none=not info.enabled)  # under DDP the gradients are its buckets (D.wrap_ddp)
+    if run.teacher is not None:
+        run.teacher.update(run.raw)
     return loss_sum, aux_sum, wait
 
 

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from data.classes import IGNORE_INDEX, PIXEL_MEAN, PIXEL_STD
 from data.coco import DataError
+from data.semi import PoolSet
 from data.transforms import Compose, CopyPaste, DatasetSource, copy_paste_steps
 
 
@@ -218,7 +219,9 @@ def collate(samples: list[dict], mask_dtype: torch.dtype = torch.int64) -> dict:
         batch["mask"] = mask
     for key in samples[0]:
         if key not in ("image", "mask"):
-            batch[key] = [s[key] for s in samples]
+            vals = [s[key] for s in samples]
+            same = all(isinstance(v, torch.Tensor) and v.shape == vals[0].shape for v in vals)
+            batch[key] = torch.stack(vals) if same else vals  # a pool's strong views and CutMix boxes (data.semi)
     return batch
 
 
@@ -281,7 +284,7 @@ def build_train_loader(dataset, transform, batch_size: int, seed: int, workers: 
     consumed (steps × global batch) to resume. ``dataset`` is a base dataset (wrapped in TrainSet with ``transform``)
     or a ready TrainSet (then ``transform`` must be None). Pinned memory defaults to CUDA availability.
     ``sample_weights`` (N,): draw images with these probabilities (WeightedInfiniteSampler) instead of permutations."""
-    if isinstance(dataset, TrainSet):
+    if isinstance(dataset, (TrainSet, PoolSet)):
         if transform is not None or copy_paste_p > 0:
             raise ValueError("pass transform / copy-paste to the TrainSet, not to build_train_loader")
         train_set = dataset

@@ -60,6 +60,11 @@ class Run:
     miou: float = math.nan
     val_mode: dict = None  # engine.predict's mode_kwargs for validation (--val-mode whole|slide)
     criterion: Any = None  # engine.imbalance's loss: .main (decode head) and .aux
+    pool_set: Any = None  # semi-supervised (engine.semi): the second pool, its transform, batches and EMA teacher
+    pool_transform: Any = None
+    pool_iter: Any = None
+    teacher: Any = None
+    aug_knobs: Any = None
 
     @property
     def global_batch(self) -> int:
@@ -171,6 +176,12 @@ def load_resume(run: Run) -> dict | None:
         sys.exit(f"error: {args.resume} has {state['num_classes']} classes, not --num-classes {args.num_classes}")
     run.raw.load_state_dict(state["model"])
     load_optimizer_state(run, state)
+    if run.teacher is not None:  # semi-supervised online: the EMA teacher continues where it was
+        if state.get("teacher"):
+            run.teacher.load_state_dict(state["teacher"])
+        else:
+            run.teacher.model.load_state_dict(run.raw.state_dict())
+            run.log(f"note: {args.resume} holds no EMA teacher; it starts from the resumed weights")
     run.start_iter, run.best = state["iter"], state.get("best_miou", -1.0)
     # The data position is the samples the run has consumed, as recorded: recomputing it from this invocation's
     # batch size / process count / --grad-accum skipped or replayed data when any of them changed on resume.
@@ -247,7 +258,8 @@ def save(run: Run, name: str, it: int) -> None:
         seen = run.start_sample + (it - run.start_iter) * run.global_batch * args.grad_accum
         ckpt.atomic_save({"model": run.raw.state_dict(), "model_name": args.model, "num_classes": args.num_classes,
                           "optimizer": run.opt.state_dict(), "scaler": run.scaler.state_dict(), "rng": rng_all,
-                          "iter": it, "best_miou": run.best, "args": vars(args), "samples_seen": seen},
+                          "iter": it, "best_miou": run.best, "args": vars(args), "samples_seen": seen,
+                          "teacher": run.teacher.state_dict() if run.teacher is not None else None},
                          os.path.join(args.out, name))
         if name.startswith("iter_"):
             ckpt.prune_periodic(args.out, args.keep_ckpts)

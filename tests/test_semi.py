@@ -1,0 +1,228 @@
+"""Semi-supervised training (data/semi.py, engine/semi.py): strong views against torchvision and hand-computed
+cases, CutMix, the exact labelled / pool share of every batch, the EMA teacher's update, and train.py end to end
+(offline pool, online teacher, exact resume, refused inputs)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from data.classes import IGNORE_INDEX, PIXEL_MEAN
+from data.semi import PoolSet, StrongAug, color_jitter, cutmix_batch, random_box
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+
+
+class _Rng:
+    """A generator whose draws are scripted: random() and uniform() return the next value; permutation keeps the
+    order; integers() returns low (for the hand-computed cases)."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def random(self):
+        return self.values.pop(0)
+
+    def uniform(self, lo, hi):
+        return self.values.pop(0)
+
+    def permutation(self, x):
+        return np.asarray(x)
+
+    def integers(self, lo, hi=None):
+        return lo if hi is not None else 0
+
+
+def test_color_jitter_steps_against_torchvision():
+    """Brightness, contrast and saturation factors as torchvision's functional ops compute them on float images
+    (the order fixed, hue 0): within one grey level of rounding."""
+    import torchvision.transforms.v2.functional as TF
+    rng0 = np.random.default_rng(0)
+    img = rng0.integers(0, 256, (17, 23, 3), dtype=np.uint8)
+    b, c, s = 1.3, 0.7, 1.4
+    got = color_jitter(img, _Rng([b, c, s, 0.0]))
+    t = torch.from_numpy(img).permute(2, 0, 1).float() / 255
+    want = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(t, b), c), s)
+    want = (want * 255).round().permute(1, 2, 0).numpy()
+    assert np.abs(got.astype(np.float32) - want).max() <= 1.0
+
+
+def test_strong_aug_cutout_grayscale_and_off():
+    img = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    mask = np.random.default_rng(2).integers(0, 11, (40, 50), dtype=np.uint8)
+    # every step off: the weak view unchanged, no CutMix box
+    out, m, box = StrongAug(0, 0, 0, 0, 0)(img, mask, np.random.default_rng(0))
+    assert np.array_equal(out, img) and np.array_equal(m, mask) and box is None
+    # grayscale alone (ITU-R 601-2 luma, as PIL's L), then a CutOut box: image to the pixel mean, target 255
+    rng = np.random.default_rng(5)
+    out, m, box = StrongAug(color=0, gray=1, blur=0, cutout=1, cutmix=0)(img, mask, rng)
+    y0, y1, x0, x1 = random_box(_replay(5), 40, 50)
+    gray = (img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114).round().astype(np.uint8)
+    cut = np.zeros((40, 50), bool)
+    cut[y0:y1, x0:x1] = True
+    assert cut.any() and not cut.all()
+    assert np.array_equal(out[~cut], np.repeat(gray[..., None], 3, 2)[~cut])
+    assert (out[cut] == np.round(PIXEL_MEAN).astype(np.uint8)).all()
+    assert (m[cut] == IGNORE_INDEX).all() and np.array_equal(m[~cut], mask[~cut])
+    assert box is None
+
+
+def _replay(seed):
+    """The generator as StrongAug(color=0, gray=1, ...) leaves it at its CutOut box: four probability draws."""
+    rng = np.random.default_rng(seed)
+    rng.random(), rng.random(), rng.random(), rng.random()  # color, gray, blur, cutout
+    return rng
+
+
+def test_random_box_area_and_ratio():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        y0, y1, x0, x1 = random_box(rng, 64, 96)
+        assert 0 <= y0 < y1 <= 64 and 0 <= x0 < x1 <= 96
+        assert (y1 - y0) * (x1 - x0) <= 0.4 * 64 * 96 * 1.1 + 2
+
+
+def test_cutmix_batch_pastes_from_the_next_sample():
+    images = torch.arange(3, dtype=torch.float32).view(3, 1, 1, 1).expand(3, 2, 4, 4).clone()  # sample i is all i
+    targets = torch.arange(3).view(3, 1, 1).expand(3, 4, 4).clone()
+    boxes = torch.zeros(3, 4, 4, dtype=torch.bool)
+    boxes[0, :2, :2] = True  # sample 0 takes sample 1's top-left
+    boxes[2, 3, 3] = True  # the last takes the first's corner
+    im, tg = cutmix_batch(boxes, images, targets)
+    assert (im[0, :, :2, :2] == 1).all() and (im[0][:, 2:] == 0).all() and (tg[0, :2, :2] == 1).all()
+    assert im[2, 0, 3, 3] == 0 and tg[2, 3, 3] == 0 and (tg[2].sum() == 2 * 15)
+    assert torch.equal(im[1], images[1])
+    one = cutmix_batch(boxes[:1], images[:1], targets[:1])
+    assert torch.equal(one[0], images[:1]) and torch.equal(one[1], targets[:1])
+
+
+def test_pool_set_weak_view_is_the_labelled_augmentation(tmp_path):
+    """The weak view is TrainSet's augmentation of the same key (the teacher sees what labelled images look like);
+    the strong view keeps its geometry; an unlabelled image's mask is 0 on the image and 255 on the padding."""
+    from data.coco import CocoSegDataset
+    from data.loader import TrainSet
+    from data.transforms import build_transform
+    demo = tmp_path / "d"
+    subprocess.run([PY, "-m", "data.demo", "--out", str(demo), "--train", "3", "--val", "1", "--test", "2",
+                    "--extra", "0", "--size", "40", "--seed", "2"], cwd=ROOT, check=True, capture_output=True)
+    tf = build_transform("train", crop_size=48)  # 48 > 40 px: padded
+    labelled = CocoSegDataset(str(demo), str(demo / "train.json"))
+    pool = PoolSet(labelled, tf, seed=4, strong=StrongAug(color=1, gray=0, blur=0, cutout=0, cutmix=1))
+    ref = TrainSet(labelled, tf, seed=4)
+    for key in [(0, 0), (3, 2)]:
+        s, r = pool[key], ref[key]
+        assert torch.equal(s["image"], r["image"]) and torch.equal(s["mask"], r["mask"])
+        assert s["strong"].shape == s["image"].shape and not torch.equal(s["strong"], s["image"])
+        assert s["cutmix"].dtype == torch.bool and s["cutmix"].any()
+        assert all(torch.equal(a, b) for a, b in zip(pool[key].values(), s.values()))  # a pure function of the key
+    unl = PoolSet(CocoSegDataset(str(demo), str(demo / "test.json")), tf, seed=4, strong=None)
+    m = unl[(0, 1)]["mask"]
+    assert set(m.unique().tolist()) <= {0, IGNORE_INDEX} and (m == 0).any()
+    assert torch.equal(m == IGNORE_INDEX, ref[(0, 1)]["mask"] == IGNORE_INDEX)  # padding exactly where labels pad
+
+
+def test_ema_teacher_update_by_hand():
+    from engine.semi import EMATeacher
+    student = torch.nn.BatchNorm1d(3)
+    teacher = EMATeacher(student, momentum=0.99)
+    t0 = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    with torch.no_grad():
+        student.weight.fill_(2.0)
+        student.running_mean.fill_(1.0)
+        student.num_batches_tracked.fill_(7)
+    teacher.update(student)  # step 0: m = min(0.99, 1/10) = 0.1
+    assert torch.allclose(teacher.model.weight, 0.1 * t0["weight"] + 0.9 * 2.0)
+    assert torch.allclose(teacher.model.running_mean, 0.1 * t0["running_mean"] + 0.9 * 1.0)
+    assert int(teacher.model.num_batches_tracked) == 7  # integer buffers are copied
+    for _ in range(200):
+        teacher.update(student)
+    assert teacher.step == 201 and torch.allclose(teacher.model.weight, torch.full((3,), 2.0))  # converged
+    assert not teacher.model.training and not any(p.requires_grad for p in teacher.model.parameters())
+
+
+def test_teacher_targets_threshold_and_ignore():
+    from engine.semi import teacher_targets
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(1, 3, 1, 3)
+            logits[0, 2, 0, 0] = 10.0  # confident class 2
+            logits[0, 1, 0, 1] = 0.5  # unsure class 1
+            logits[0, 0, 0, 2] = 10.0  # confident, but ignored
+            return logits
+    ignore = torch.tensor([[[False, False, True]]])
+    t, kept = teacher_targets(Fixed(), torch.zeros(1, 3, 1, 3), ignore, 0.9)
+    assert t.tolist() == [[[2, IGNORE_INDEX, IGNORE_INDEX]]] and kept == pytest.approx(1 / 3)
+
+
+def test_batch_split_is_exact_and_resumes():
+    """Every batch holds exactly round(B x share) pool images; both streams resume at their own positions."""
+    import argparse
+    from engine.semi import batch_and_start, split_batch
+
+    class Run:
+        def __init__(self, start):
+            self.args = argparse.Namespace(batch_size=8, semi_share=0.25, pseudo_json=["p.json"],
+                                           unlabelled_json=None, ema_momentum=0.99, semi_threshold=0.95)
+            self.info = argparse.Namespace(world_size=2)
+            self.start_sample = start
+    assert split_batch(Run(0).args) == (6, 2)
+    assert batch_and_start(Run(0)) == (6, 0, 0)
+    assert batch_and_start(Run(5 * 16)) == (6, 5 * 12, 5 * 4)  # 5 global batches of 16: 12 labelled + 4 pool each
+    bad = Run(0).args
+    bad.semi_share = 0.05
+    with pytest.raises(SystemExit, match="each needs at least 1"):
+        split_batch(bad)
+
+
+# ------------------------------------------------------------------------------------------------ train.py end to end
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("semi")
+    subprocess.run([PY, "-m", "data.demo", "--out", str(out), "--train", "4", "--val", "2", "--test", "2",
+                    "--extra", "4", "--size", "48", "--seed", "3"], cwd=ROOT, check=True, capture_output=True)
+    return str(out)
+
+
+def _train(demo, out, *extra, check=True):
+    r = subprocess.run([PY, "train.py", "--data-root", demo, "--out", str(out), "--model", "upernet_convnext_demo",
+                        "--crop-size", "48", "--batch-size", "4", "--workers", "1", "--warmup-iters", "1",
+                        "--eval-interval", "1000", "--ckpt-interval", "2", "--log-interval", "1", "--no-progress",
+                        "--val-json", "", *extra], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if check:
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def test_online_teacher_trains_and_resumes_bitwise(demo, tmp_path):
+    """--unlabelled-json: 4 iterations straight against 2 + --resume 2 (teacher, pool position and every RNG in the
+    checkpoint): the same weights and the same teacher, bit for bit. A teacher that labels everything (threshold 0)
+    makes the pool's loss count."""
+    flags = ["--unlabelled-json", "extra.json", "test.json", "--semi-threshold", "0", "--ema-momentum", "0.5"]
+    r = _train(demo, tmp_path / "a", "--iters", "4", *flags)
+    assert "semi-supervised: 6 unlabelled images, 2 of every 4 per rank" in r.stdout
+    _train(demo, tmp_path / "b", "--iters", "4", "--stop-after", "2", *flags)
+    _train(demo, tmp_path / "b", "--iters", "4", "--resume", *flags)
+    a, b = (torch.load(tmp_path / x / "last.pt", weights_only=True) for x in "ab")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["teacher"]["step"] == b["teacher"]["step"] == 4
+    assert all(torch.equal(a["teacher"]["model"][k], b["teacher"]["model"][k]) for k in a["teacher"]["model"])
+    assert any(not torch.equal(a["teacher"]["model"][k], a["model"][k]) for k in a["model"])  # it lags the student
+
+
+def test_offline_pool_and_refused_inputs(demo, tmp_path):
+    """--pseudo-json train.json (the labels-only control with strong views) trains; an unlabelled file as
+    --pseudo-json, and a pool that holds validation images, exit 2 with one line naming the files."""
+    r = _train(demo, tmp_path / "ctl", "--iters", "2", "--pseudo-json", "train.json", "--semi-share", "0.5")
+    assert "semi-supervised: 4 pseudo-labelled images, 2 of every 4 per rank" in r.stdout
+    r = _train(demo, tmp_path / "x", "--iters", "2", "--pseudo-json", "extra.json", check=False)
+    assert r.returncode == 2 and "--pseudo-json needs labels" in r.stderr.strip().splitlines()[-1]
+    r = _train(demo, tmp_path / "y", "--iters", "2", "--val-json", "val.json", "--unlabelled-json", "extra.json",
+               "val.json", check=False)
+    assert r.returncode == 2 and "also validation images" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
