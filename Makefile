@@ -21,7 +21,7 @@ EXP ?= runs/demo
 export PYTHONUNBUFFERED := 1
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup test test-heavy data data-imbalanced ext train cv submit pseudo ensemble report gpu-check chaos imbalance-table clean help
+.PHONY: setup test test-heavy data data-imbalanced ext train cv submit pseudo semi ensemble report gpu-check chaos imbalance-table clean help
 
 ifeq ($(NPROC),1)
 RUN := $(PY)
@@ -130,6 +130,22 @@ pseudo: $(STAMP) ext $(DATA_DEP)
 	$(PY) -m engine.summary --label round $$(for r in $$(seq 0 $(ROUNDS)); do echo $(EXP)/round$$r; done) \
 	  $(if $(or $(TEACHER_CONTROL),$(filter none,$(PSEUDO_INIT))),--controls - $$(for r in $$(seq 1 $(ROUNDS)); do \
 	    echo $(EXP)/$(if $(TEACHER_CONTROL),round$${r}_control,round0); done))
+
+# Semi-supervised training for few labels and many photos (README "Semi-supervised training"): the recipe on
+# UNLABELLED (COCO image lists and/or folders of photos, relative to DATA_ROOT unless they exist as given) and its
+# control (labels only, with the same strong augmentation, batch mix, iterations and seed), then one line:
+# "semi-supervised vs control: X vs Y (gain +Z)". TRAIN_ARGS is the shared recipe, SEMI_ARGS the semi-supervised
+# flags (both arms get them; they apply to the pool only).
+UNLABELLED ?= $(if $(DATA_DEP),extra.json)
+SEMI_ARGS ?= --semi-share 0.5 --semi-threshold 0.95 --ema-momentum 0.99
+semi: $(STAMP) ext $(DATA_DEP)
+	test -n "$(UNLABELLED)" || { echo 'usage: make semi UNLABELLED="extra.json photos/ ..." [DATA_ROOT=... EXP=...]'; exit 2; }
+	$(PY) -m data.semi pool $(UNLABELLED) --data-root $(DATA_ROOT) --out $(EXP)/unlabelled.json
+	$(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) --out $(EXP)/semi \
+	  --unlabelled-json $(EXP)/unlabelled.json $(TRAIN_ARGS) $(SEMI_ARGS) $(ARGS)
+	$(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) --out $(EXP)/control --labelled-pool \
+	  $(TRAIN_ARGS) $(SEMI_ARGS) $(ARGS)
+	$(PY) -m engine.summary --versus semi-supervised $(EXP)/semi $(EXP)/control
 
 # Soft ensemble of several runs: each run's best model saves test probabilities, then they are averaged.
 ensemble: $(STAMP) ext $(DATA_DEP)

@@ -19,6 +19,7 @@ Rare-class sampling and class statistics count only the labelled pool: a pseudo-
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional
 
 import cv2
@@ -142,3 +143,75 @@ def cutmix_batch(boxes: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Ten
         box = boxes.to(t.device)
         out.append(torch.where(box[:, None] if t.dim() == 4 else box, t[nxt.to(t.device)], t))
     return tuple(out)
+
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def pool_images(items: list[str], data_root: str) -> list[dict]:
+    """COCO image records for an unlabelled pool from COCO files (relative to data_root unless they exist as given;
+    their images as listed) and folders of photos (every image file below them, sorted; file_name relative to
+    data_root when inside it, absolute otherwise). A file listed twice is kept once; anything else is an error
+    naming it (ValueError)."""
+    from data.coco import load_coco_json
+    from data.io import probe_size
+    root = os.path.abspath(data_root)
+    records, seen = [], set()
+
+    def add(file_name: str, w: int, h: int) -> None:
+        key = os.path.normpath(os.path.join(root, file_name))
+        if key not in seen:
+            seen.add(key)
+            records.append({"id": len(records) + 1, "file_name": file_name, "width": int(w), "height": int(h)})
+    for item in items:
+        path = item if (os.path.isabs(item) or os.path.exists(item)) else os.path.join(data_root, item)
+        if os.path.isdir(path):
+            found = sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs
+                           if f.lower().endswith(IMAGE_EXTS))
+            if not found:
+                raise ValueError(f"{path}: no image files ({', '.join(IMAGE_EXTS)}) in this folder")
+            for f in found:
+                full = os.path.abspath(f)
+                size = probe_size(full)
+                if size is None:
+                    img = cv2.imread(full, cv2.IMREAD_UNCHANGED)
+                    if img is None:
+                        raise ValueError(f"{full}: not a readable image")
+                    size = (img.shape[1], img.shape[0])
+                inside = os.path.commonpath([root, full]) == root
+                add(os.path.relpath(full, root) if inside else full, *size)
+        elif os.path.isfile(path):
+            for rec in load_coco_json(path).get("images", []):
+                add(rec["file_name"], rec.get("width", 0), rec.get("height", 0))
+        else:
+            raise ValueError(f"{path}: no such COCO file or folder")
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m data.semi pool ITEM... --data-root D --out FILE: one COCO image list for --unlabelled-json from COCO
+    files and folders of photos (make semi's UNLABELLED)."""
+    import argparse
+    import json
+    import sys
+    from data.io import atomic_write_text
+    p = argparse.ArgumentParser("python -m data.semi")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("pool", help="an unlabelled image list from COCO files and folders of images")
+    s.add_argument("items", nargs="+")
+    s.add_argument("--data-root", required=True)
+    s.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    try:
+        images = pool_images(a.items, a.data_root)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    atomic_write_text(a.out, json.dumps({"images": images, "categories": []}) + "\n")
+    print(f"{a.out}: {len(images)} unlabelled images from {len(a.items)} source(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -30,6 +30,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
                           "views; train.json here makes the fair labels-only control with the same augmentation")
     src.add_argument("--unlabelled-json", nargs="+", default=None,
                      help="online pool: unlabelled COCO image lists, labelled on the fly by an EMA teacher")
+    src.add_argument("--labelled-pool", action="store_true",
+                     help="the pool is the labelled training set itself (its labels, strong views): the labels-only "
+                          "control of a semi-supervised run, with the same augmentation and batch mix")
     g.add_argument("--semi-share", type=float, default=0.5, help="share of every batch drawn from the pool")
     g.add_argument("--semi-weight", type=float, default=1.0, help="weight of the pool's loss")
     g.add_argument("--semi-threshold", type=float, default=0.95,
@@ -42,7 +45,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def enabled(args: argparse.Namespace) -> bool:
-    return bool(args.pseudo_json or args.unlabelled_json)
+    return bool(args.pseudo_json or args.unlabelled_json or args.labelled_pool)
 
 
 def split_batch(args: argparse.Namespace) -> tuple[int, int]:
@@ -120,12 +123,13 @@ def build_pool(run, dataset_cls, transform_fn) -> None:
     An unlabelled image that is also a validation image is refused: the teacher would label the very images the
     run is scored on."""
     args = run.args
-    files = args.pseudo_json or args.unlabelled_json
-    run.pool_set = dataset_cls(args.data_root, files, skip_invalid=args.skip_invalid)
+    files = args.pseudo_json or args.unlabelled_json or args.train_json
+    run.pool_set = run.train_set if args.labelled_pool else \
+        dataset_cls(args.data_root, files, skip_invalid=args.skip_invalid)
     if args.pseudo_json and not run.pool_set.has_labels:
         raise SystemExit(f"error: {', '.join(files)}: --pseudo-json needs labels (pseudo_label.py's pseudo.json); "
                          f"unlabelled images go to --unlabelled-json")
-    if run.val_set is not None:
+    if run.val_set is not None and not args.labelled_pool:  # train.py warns about labelled overlap itself
         both = sorted(set(run.pool_set.image_paths()) & set(run.val_set.image_paths()))
         if both:
             raise SystemExit(f"error: {', '.join(files)}: {len(both)} image(s) are also validation images "
@@ -133,7 +137,8 @@ def build_pool(run, dataset_cls, transform_fn) -> None:
     knobs = {k: getattr(args, "aug_" + k) for k in run.aug_knobs}
     run.pool_transform = transform_fn("train", crop_size=args.crop_size, **{**knobs, "copy_paste_p": 0.0})
     nl, npool = split_batch(args)
-    run.log(f"semi-supervised: {len(run.pool_set)} {'pseudo-labelled' if args.pseudo_json else 'unlabelled'} "
+    kind = "pseudo-labelled" if args.pseudo_json else "unlabelled" if args.unlabelled_json else "labelled"
+    run.log(f"semi-supervised: {len(run.pool_set)} {kind} "
             f"images, {npool} of every {args.batch_size} per rank from them (strong views"
             + (f"; EMA teacher m={args.ema_momentum}, threshold {args.semi_threshold})" if args.unlabelled_json
                else ")"))

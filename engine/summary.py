@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--label", default="run")
     p.add_argument("--names", nargs="*", default=None, help="row labels (default: 0, 1, ...)")
     p.add_argument("--mean", action="store_true", help="add the mean ± std row (cross-validation folds)")
+    p.add_argument("--versus", default=None, metavar="LABEL",
+                   help="two runs (a run and its control): one line 'LABEL vs control: X vs Y (gain +Z)' of their "
+                        "final validation mIoU (make semi)")
     p.add_argument("--controls", nargs="*", default=None,
                    help="one control run per run ('-' = none): adds its best val mIoU and the run's gain over it")
     a = p.parse_args(argv)
@@ -45,6 +48,12 @@ def main(argv: list[str] | None = None) -> None:
         except (FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+    if a.versus is not None:
+        if len(a.runs) != 2:
+            p.error(f"--versus: two runs (a run and its control), got {len(a.runs)}")
+        (_, x), (_, y) = scores(a.runs[0]), scores(a.runs[1])
+        print(f"{a.versus} vs control: {x:.4f} vs {y:.4f} (gain {x - y:+.4f})")
+        return
     ctl_head = f" | {'control best':>12} | {'gain':>8}" if a.controls is not None else ""
     print(f"{a.label:>8} | {'best val mIoU':>13} | {'last val mIoU':>13}{ctl_head} | run")
     print(f"{'-' * 8}-+-{'-' * 13}-+-{'-' * 13}{'-+-' + '-' * 12 + '-+-' + '-' * 8 if ctl_head else ''}-+-{'-' * 20}")
