@@ -26,11 +26,11 @@ from data.classes import CLASSES, IGNORE_INDEX
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from engine import dist as D
-from engine.pseudo import ClassBalancedSelector, quantise
+from engine.pseudo import ClassBalancedSelector, quantise, stability, stable_subset
 from data.io import atomic_write_text, output_collisions, output_relpath, write_palette_png
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
-from engine.predict import TTA_RATIOS, add_mode_args, add_winograd_arg, apply_winograd, inference_settings, \
-    tta_accumulate
+from engine.predict import TTA_RATIOS, add_mode_args, add_winograd_arg, apply_winograd, forward_padded, \
+    inference_settings, tta_accumulate
 
 DEFAULT_THRESHOLD = 0.6  # README "Pseudo-labelling": the kept-label mIoU peaks here on held-out data
 
@@ -46,6 +46,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold-mode", default="global", choices=["global", "class-balanced"],
                    help="global: one --threshold; class-balanced: CBST, per class the top --keep share by confidence")
     p.add_argument("--keep", type=float, default=0.5, help="class-balanced: share of each class's pixels kept")
+    p.add_argument("--stable-ckpts", nargs="+", default=None, metavar="CKPT",
+                   help="the teacher's earlier checkpoints (e.g. its iter_N.pt): pseudo.json lists only the "
+                        "--stable-share of images whose labels these agree with most (ST++ stable-image selection)")
+    p.add_argument("--stable-share", type=float, default=0.5, help="with --stable-ckpts: share of images listed")
     p.add_argument("--tta", action="store_true",
                    help=f"views at {TTA_RATIOS} × the longer side (256..640 for 512 px) × horizontal flip")
     p.add_argument("--scales", type=int, nargs="+", default=None)
@@ -83,7 +87,15 @@ def main(args: argparse.Namespace) -> dict:
             teachers.append(models.load_model(c, map_location="cpu").to(dev).eval())
         except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
             sys.exit(f"error: {c}: {e}")
-    apply_winograd(teachers, args, dev, amp)
+    earlier = []
+    for c in args.stable_ckpts or []:
+        try:
+            earlier.append(models.load_model(c, map_location="cpu").to(dev).eval())
+        except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+            sys.exit(f"error: --stable-ckpts {c}: {e}")
+    if not 0.0 < args.stable_share <= 1.0:
+        sys.exit(f"error: --stable-share must be in (0, 1], got {args.stable_share}")
+    apply_winograd(teachers + earlier, args, dev, amp)
     C = teachers[0].num_classes
     if any(t.num_classes != C for t in teachers):
         sys.exit(f"error: teachers disagree on the class count: {[t.num_classes for t in teachers]}")
@@ -105,7 +117,7 @@ def main(args: argparse.Namespace) -> dict:
                                world_size=info.world_size, skip_invalid=args.skip_invalid)
     pix = torch.zeros(C, dtype=torch.float64)  # pixels predicted as each class
     ign = torch.zeros(C, dtype=torch.float64)  # of those, below the threshold
-    entries, skipped = [], []
+    entries, skipped, stable = [], [], {}  # stable: image index -> stability (--stable-ckpts)
     # class-balanced: thresholds need every image's confidences first; labels wait here (3 bytes a pixel).
     cbst = ClassBalancedSelector(C, args.keep) if args.threshold_mode == "class-balanced" else None
     held = []
@@ -135,6 +147,11 @@ def main(args: argparse.Namespace) -> dict:
                                  compile=args.compile, **mode)
             labels, maxp = acc.argmax()  # (1, h, w), (1, h, w)
             labels, maxp = labels[0].long().cpu(), maxp[0].float().cpu()
+            if earlier:  # each earlier checkpoint's single-view labels against the final teacher's
+                x = teachers[0].normalize(img_b[j:j + 1, :, :h, :w])  # (1, 3, h, w)
+                with torch.no_grad():
+                    preds = [forward_padded(m, x, amp).argmax(1)[0].cpu() for m in earlier]  # (h, w) each
+                stable[batch["index"][j]] = stability(labels, preds, C)
             if cbst is None:
                 write(labels, maxp < args.threshold, batch["image_id"][j], batch["index"][j])
             else:
@@ -162,6 +179,13 @@ def main(args: argparse.Namespace) -> dict:
         entries = [e for g in gathered for e in g[0]]
         pix = sum(g[1] for g in gathered)
         ign = sum(g[2] for g in gathered)
+    if earlier:
+        if info.enabled:
+            parts = [None] * info.world_size
+            torch.distributed.all_gather_object(parts, stable)
+            stable = {k: v for part in parts for k, v in part.items()}
+        keep = stable_subset(stable, args.stable_share)
+        entries = [e for e in entries if e[0] in keep]
     entries.sort(key=lambda e: e[0])
     # Ids are renumbered: each source COCO file numbers its own images (val.json and test.json both from 0), so
     # copying them made pseudo.json fail to load with "duplicate image id". The dataset position is unique; the
@@ -184,6 +208,9 @@ def main(args: argparse.Namespace) -> dict:
                      "class_thresholds": None if thr is None else [float(t) / 65535 for t in thr.tolist()],
                      "scales": scales, "flip": flip, "test_mode": mode,
                      "sources": [os.path.abspath(j) for j in jsons], "ignored_share": total_ign,
+                     "stable_ckpts": [os.path.abspath(c) for c in args.stable_ckpts or []] or None,
+                     "stable_share": args.stable_share if earlier else None,
+                     "stability": {ds.image_ids[k]: round(v, 5) for k, v in sorted(stable.items())} or None,
                      "ignored_share_per_class": share},
             "images": [rec for _, rec in entries],
             "categories": [{"id": i, "name": n} for i, n in enumerate(CLASSES) if i > 0],
@@ -193,6 +220,9 @@ def main(args: argparse.Namespace) -> dict:
               f"{rule}: {100 * total_ign:.1f}% of pixels ignored")
         print("kept share by predicted class: " + "  ".join(
             f"{k} {100 * (1 - v):.1f}%" for k, v in share.items() if v is not None))
+        if earlier:
+            print(f"stable-image selection: {len(entries)} of {len(stable)} images listed (stability "
+                  f"{min(stable[e[0]] for e in entries):.3f} and up, over {len(earlier)} earlier checkpoint(s))")
         print(f"wrote {os.path.join(out, 'pseudo.json')}")
         report_skips(skipped, "they have no pseudo-label")
     D.cleanup(info)

@@ -62,3 +62,22 @@ class ClassBalancedSelector:
     def low(labels: torch.Tensor, q: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
         """bool mask of the pixels to ignore: confidence level below their predicted class's threshold."""
         return q.long() < thr[labels.long()]
+
+
+def stability(final: torch.Tensor, earlier: list[torch.Tensor], num_classes: int) -> float:
+    """ST++'s image stability (Yang et al. 2022): the mean, over the teacher's earlier checkpoints, of the mIoU
+    between that checkpoint's label map and the final teacher's (classes present in either map). An image whose
+    prediction no longer changes late in training is reliable to label first; 1.0 for one that never changed."""
+    scores = []
+    for e in earlier:
+        cm = torch.bincount(final.reshape(-1).long() * num_classes + e.reshape(-1).long(),
+                            minlength=num_classes * num_classes).view(num_classes, num_classes).double()
+        inter, union = cm.diag(), cm.sum(0) + cm.sum(1) - cm.diag()
+        scores.append(float((inter[union > 0] / union[union > 0]).mean()) if bool((union > 0).any()) else 1.0)
+    return sum(scores) / len(scores) if scores else 1.0
+
+
+def stable_subset(scores: dict, share: float) -> set:
+    """The keys of the ceil(share · n) most stable images (ties broken by key, so every rank agrees)."""
+    ranked = sorted(scores, key=lambda k: (-scores[k], k))
+    return set(ranked[:math.ceil(share * len(ranked) - 1e-9)])

@@ -253,3 +253,48 @@ def test_make_semi_with_control(demo, tmp_path):
     r = subprocess.run(["make", "-s", "semi", f"DATA_ROOT={demo}", f"EXP={tmp_path}/v", f"TRAIN_ARGS={recipe}",
                         "UNLABELLED=batch_01_vt"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "also validation images" in r.stderr, r.stderr[-2000:]
+
+
+def test_stability_by_hand():
+    from engine.pseudo import stability, stable_subset
+    final = torch.tensor([[0, 0, 1, 1]])
+    same, half = final.clone(), torch.tensor([[0, 1, 1, 1]])
+    # half: class 0 IoU 1/2, class 1 IoU 2/3 -> 7/12; mean with the identical map: (1 + 7/12) / 2
+    assert stability(final, [same, half], 3) == pytest.approx((1 + 7 / 12) / 2)
+    assert stability(final, [], 3) == 1.0
+    assert stable_subset({"a": 0.2, "b": 0.9, "c": 0.9, "d": 0.5}, 0.5) == {"b", "c"}
+    assert stable_subset({"a": 0.2, "b": 0.9, "c": 0.5}, 0.5) == {"b", "c"}  # ceil(1.5) = 2
+
+
+def test_pseudo_label_stable_selection(demo, tmp_path):
+    """pseudo_label.py --stable-ckpts: pseudo.json lists the --stable-share of images whose earlier checkpoints'
+    labels agree most with the final teacher's, stability computed here independently (numpy confusion)."""
+    import models
+    import pseudo_label
+    from data.coco import CocoSegDataset
+    cks = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        m = models.build_model("upernet_convnext_demo", 11).eval()
+        cks.append(str(tmp_path / f"m{seed}.pt"))
+        torch.save({"model": m.state_dict(), "model_name": "upernet_convnext_demo", "num_classes": 11}, cks[-1])
+    out = tmp_path / "pl"
+    pseudo_label.main(pseudo_label.get_args_parser().parse_args(
+        ["--ckpt", cks[0], "--data-root", demo, "--json", "extra.json", "--out", str(out), "--threshold", "0",
+         "--workers", "0", "--amp", "none", "--winograd", "off", "--stable-ckpts", cks[0], cks[1],
+         "--stable-share", "0.5"]))
+    doc = json.load(open(out / "pseudo.json"))
+    src = CocoSegDataset(demo, os.path.join(demo, "extra.json"))
+    final_m, other = (models.load_model(c, map_location="cpu").eval() for c in cks)
+    want = {}
+    for i in range(len(src)):
+        x = final_m.normalize(torch.from_numpy(src[i]["image"]).permute(2, 0, 1)[None])
+        with torch.no_grad():
+            a, b = final_m(x).argmax(1).numpy().ravel(), other(x).argmax(1).numpy().ravel()
+        cm = np.zeros((11, 11))
+        np.add.at(cm, (a, b), 1)
+        union = cm.sum(0) + cm.sum(1) - np.diag(cm)
+        want[src.image_ids[i]] = (1.0 + (np.diag(cm)[union > 0] / union[union > 0]).mean()) / 2
+    top = sorted(want, key=lambda k: (-want[k], src.image_ids.index(k)))[:2]
+    assert sorted(r["file_name"] for r in doc["images"]) == sorted(top)
+    assert all(doc["info"]["stability"][k] == pytest.approx(v, abs=1e-4) for k, v in want.items())
