@@ -298,3 +298,24 @@ def test_pseudo_label_stable_selection(demo, tmp_path):
     top = sorted(want, key=lambda k: (-want[k], src.image_ids.index(k)))[:2]
     assert sorted(r["file_name"] for r in doc["images"]) == sorted(top)
     assert all(doc["info"]["stability"][k] == pytest.approx(v, abs=1e-4) for k, v in want.items())
+
+
+def test_semi_table_by_hand(tmp_path):
+    """bench/semi_table.py on fake finished runs: means, ranges, paired differences and the bar, by hand."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import semi_table
+    fake = {"A": [0.60, 0.62, 0.58], "Aplus": [0.61, 0.63, 0.60], "E": [0.66, 0.65, 0.64], "C": [0.62, 0.64, 0.59]}
+    for arm, vals in fake.items():
+        for s, v in enumerate(vals):
+            d = tmp_path / f"{arm}_s{s}"
+            d.mkdir()
+            (d / "args.json").write_text(json.dumps({"iters": 100}))
+            (d / "metrics.jsonl").write_text(json.dumps({"iter": 50, "miou": 0.9}) + "\n"
+                                             + json.dumps({"iter": 100, "miou": v}) + "\n")
+    (tmp_path / "B_s0").mkdir()  # unfinished: no metrics
+    lines = semi_table.table({a: {s: v for s, v in enumerate(x)} for a, x in fake.items()}, [0, 1, 2])
+    out = "\n".join(lines)
+    assert "| 0.6133 (0.6000–0.6300) | +0.0100 +0.0100 +0.0200 |" in out  # A+: mean of .61 .63 .60; minus A
+    assert "E vs Aplus (the better control): mean +0.0367, paired +0.0500 +0.0200 +0.0400: meets the bar" in out
+    assert "C vs Aplus (the better control): mean +0.0033, paired +0.0100 +0.0100 -0.0100: does not meet" in out
+    assert semi_table.final_miou(str(tmp_path / "E_s1")) == 0.65 and semi_table.final_miou(str(tmp_path / "B_s0")) is None

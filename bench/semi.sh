@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# make semi-table: README "Semi-supervised training". Every arm on the label-scarce demo split, fixed before any arm
+# was tried (python -m data.demo --train 30 --val 80 --test 0 --extra 320 --seed 0: 30 labelled images, 320
+# unlabelled), each over three seeds paired with its controls (the same seed for the arm and the control); then
+# one table (bench/semi_table.py): mean, range and the paired differences.
+#
+#   A     labels only                                    (the demo recipe, 3000 iterations)
+#   Aplus labels only, the same strong views and batch mix as the pool arms (--labelled-pool): the fair control
+#   B     today's offline round: A's TTA pseudo-labels of extra.json (threshold 0.6) mixed uniformly with the
+#         labels, the student afresh
+#   C     the same pseudo-labels as a pool: strong views, half of every batch (--pseudo-json)
+#   D     C with ST++ stable-image selection (the stable half of the images, by A's earlier checkpoints)
+#   E     online: an EMA teacher labels the weak view of each unlabelled crop (--unlabelled-json)
+#
+#   make semi-table                                   # all arms, seeds 0-2 (21 runs: ~7 min each on 2 idle cores)
+#   OMP_NUM_THREADS=1 ROWS="A_s0 E_s0" bash bench/semi.sh   # these runs only: two lanes of disjoint rows side by side
+#   make semi-table ITERS=300                         # smoke test of the whole path: its figures mean nothing
+#
+# A finished run is skipped and an interrupted one resumed, so the table can be built over several sessions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ITERS="${ITERS:-}"
+EXP="${EXP:-runs/semi${ITERS:+_it$ITERS}}"
+DEMO_ITERS=3000
+DATA="${DATA:-demo_scarce}"
+PY=.venv/bin/python
+MAKE="${MAKE:-make}"
+SEEDS="${SEEDS:-0 1 2}"
+SEMI="--semi-share 0.5"
+export PYTHONUNBUFFERED=1
+mkdir -p "$EXP"
+[ -f "$DATA/train.json" ] || "$PY" -m data.demo --out "$DATA" --train 30 --val 80 --test 0 --extra 320 --seed 0
+want() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
+
+finished() {  # $1 run dir: trained for ${ITERS:-DEMO_ITERS} iterations, with a validation at the last one
+  "$PY" - "$1" "${ITERS:-$DEMO_ITERS}" <<'PYEOF'
+import json, os, sys
+d, want = sys.argv[1], int(sys.argv[2])
+try:
+    it = json.load(open(os.path.join(d, "args.json")))["iters"]
+    recs = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl")) if '"miou"' in l]
+except (OSError, ValueError, KeyError):
+    sys.exit(1)
+sys.exit(0 if it == want and any(r["iter"] == it for r in recs) else 1)
+PYEOF
+}
+
+train() {  # $1 name, $2 extra train.py flags
+  local out="$EXP/$1"
+  if finished "$out"; then echo "== $1: done, skipped"; return; fi
+  echo "== $1: $2  ($(date -u +%H:%M:%S))"
+  $MAKE -s train DATA_ROOT=$DATA EXP="$out" ITERS="$ITERS" DATA_DEP= \
+    TRAIN_ARGS="--iters ${ITERS:-$DEMO_ITERS} --batch-size 8 --crop-size 128 --aug-ratio-range 1.5 2.5 --workers 2 \
+      --lr 2e-3 --warmup-iters 50 --eval-interval 1000 --ckpt-interval 500 --log-interval 10" \
+    ARGS="$2 --resume --no-progress --log-interval 500" > "$out.log" 2>&1 || { tail -20 "$out.log"; exit 1; }
+  grep -E "final val" "$out.log" | tail -1
+}
+
+labels() {  # $1 out folder, $2 seed, $3 extra pseudo_label.py flags: A_s<seed>'s TTA labels of extra.json
+  local teacher="$EXP/A_s$2/best.pt"
+  [ -f "$teacher" ] || { echo "no teacher $teacher: run A_s$2 first"; exit 1; }
+  [ -f "$1/pseudo.json" ] && return
+  echo "== $(basename "$1"): teacher $teacher $3"
+  "$PY" pseudo_label.py --ckpt "$teacher" --data-root $DATA --json extra.json --tta --out "$1" --workers 2 $3 \
+    2>&1 | sed "/^pseudo-label/d" | tail -3
+}
+
+for s in $SEEDS; do
+  want "A_s$s" && train "A_s$s" "--seed $s"
+  want "Aplus_s$s" && train "Aplus_s$s" "--seed $s --labelled-pool $SEMI"
+  want "E_s$s" && train "E_s$s" "--seed $s --unlabelled-json extra.json $SEMI"
+  if want "B_s$s" || want "C_s$s"; then labels "$EXP/labels_s$s" "$s" ""; fi
+  want "B_s$s" && train "B_s$s" "--seed $s --train-json train.json $EXP/labels_s$s/pseudo.json"
+  want "C_s$s" && train "C_s$s" "--seed $s --pseudo-json $EXP/labels_s$s/pseudo.json $SEMI"
+  if want "D_s$s"; then
+    labels "$EXP/labels_stable_s$s" "$s" "--stable-ckpts $(ls "$EXP/A_s$s"/iter_*.pt | sort -V | tr '\n' ' ')"
+    train "D_s$s" "--seed $s --pseudo-json $EXP/labels_stable_s$s/pseudo.json $SEMI"
+  fi
+done
+
+"$PY" bench/semi_table.py --exp "$EXP" ${ITERS:+--note "ITERS=$ITERS: a smoke test, the figures mean nothing"}
