@@ -221,6 +221,9 @@ def test_offline_pool_and_refused_inputs(demo, tmp_path):
     --pseudo-json, and a pool that holds validation images, exit 2 with one line naming the files."""
     r = _train(demo, tmp_path / "ctl", "--iters", "2", "--pseudo-json", "train.json", "--semi-share", "0.5")
     assert "semi-supervised: 4 pseudo-labelled images, 2 of every 4 per rank" in r.stdout
+    r = _train(demo, tmp_path / "bal", "--iters", "2", "--balance", "--unlabelled-json", "extra.json",
+               "--semi-threshold", "0")  # composes with rare-class sampling (labelled pool only) and Lovász
+    assert "rare-class sampling" in r.stdout and "semi-supervised: 4 unlabelled images" in r.stdout
     r = _train(demo, tmp_path / "x", "--iters", "2", "--pseudo-json", "extra.json", check=False)
     assert r.returncode == 2 and "--pseudo-json needs labels" in r.stderr.strip().splitlines()[-1]
     r = _train(demo, tmp_path / "y", "--iters", "2", "--val-json", "val.json", "--unlabelled-json", "extra.json",
