@@ -45,6 +45,8 @@ import torch.nn.functional as F
 from data.classes import NUM_CLASSES
 from data.io import publish
 
+from .registry import BACKBONES, MODELS, backbone_of
+
 LAYOUTS = ("auto", "mmseg", "mmpretrain", "hf", "timm", "official")
 CLASSIFIERS = ("decode_head.conv_seg.weight", "decode_head.conv_seg.bias",
                "auxiliary_head.conv_seg.weight", "auxiliary_head.conv_seg.bias")
@@ -384,34 +386,17 @@ class Source:
         return None
 
     def arch(self) -> dict:
-        """Widths, depths, heads and window read off the tensors."""
-        s = self.state
-        depths = []
-        for i in range(4):
-            pat = rf"^backbone\.stages\.{i}\.(blocks\.)?(\d+)\." if self.family == "swin" else \
-                rf"^backbone\.stages\.{i}\.(\d+)\."
-            depths.append(len({re.match(pat, k).groups()[-1] for k in s if re.match(pat, k)}))
-        if self.family == "convnext":
-            dims = [s[f"backbone.downsample_layers.{i}.{0 if i == 0 else 1}.weight"].shape[0]
-                    for i in range(4) if f"backbone.downsample_layers.{i}.{0 if i == 0 else 1}.weight" in s]
-            return {"dims": tuple(int(d) for d in dims), "depths": tuple(depths)}
-        embed = s.get("backbone.patch_embed.projection.weight")
-        heads, window = [], None
-        for i in range(4):
-            t = s.get(f"backbone.stages.{i}.blocks.0.attn.w_msa.relative_position_bias_table")
-            if t is not None:
-                heads.append(int(t.shape[1]))
-                window = (int(round(t.shape[0] ** 0.5)) + 1) // 2
-        return {"embed_dims": int(embed.shape[0]) if embed is not None else None, "depths": tuple(depths),
-                "num_heads": tuple(heads), "window_size": window}
+        """The backbone's hyper-parameters read off the tensors (its family's rule in models.registry)."""
+        bb = {k[len("backbone."):]: v for k, v in self.state.items() if k.startswith("backbone.")}
+        return BACKBONES[self.family].hparams(bb)
 
     def registry_matches(self) -> list[str]:
-        from . import MODELS
+        """Registry models of this size (same family and size keys), those with the same window too if any."""
+        family = BACKBONES[self.family]
         a = self.arch()
-        keys = ("dims", "depths") if self.family == "convnext" else ("embed_dims", "depths", "num_heads")
         same = [n for n, c in MODELS.items() if c["backbone"] == self.family
-                and all(tuple(c[k]) == a[k] if isinstance(c[k], tuple) else c[k] == a[k] for k in keys)]
-        exact = [n for n in same if self.family == "convnext" or MODELS[n]["window_size"] == a["window_size"]]
+                and all(tuple(c[k]) == a[k] if isinstance(c[k], tuple) else c[k] == a[k] for _, k in family.size)]
+        exact = [n for n in same if all(MODELS[n][k] == a[k] for k in family.exact)]
         return exact or same
 
 
@@ -511,8 +496,7 @@ def fit(source: Source, model: torch.nn.Module) -> tuple[dict, list[str]]:
     tensor; only a class count change re-initialises the two classifiers. An ImageNet backbone leaves the heads at
     their initialisation and the output norms it lacks at LayerNorm's identity. Anything else raises
     ConversionError naming the keys."""
-    from .convnext import ConvNeXt
-    family = "convnext" if isinstance(model.backbone, ConvNeXt) else "swin"
+    family, _ = backbone_of(model.backbone)
     if source.family != family:
         raise ConversionError(f"the source is a {source.family} checkpoint but the target model "
                               f"{getattr(model, 'model_name', '')} has a {family} backbone")
@@ -611,12 +595,8 @@ def inspect(source: Source, info: dict | None = None) -> str:
     a = source.arch()
     matches = source.registry_matches()
     size = ", ".join(matches) if matches else "no registry model has these widths/depths"
-    if source.family == "convnext":
-        shape = f"dims {a['dims']}, depths {a['depths']}"
-        window = "-"
-    else:
-        shape = f"embed {a['embed_dims']}, depths {a['depths']}, heads {a['num_heads']}"
-        window = str(a["window_size"])
+    shape = ", ".join(f"{label} {a[k]}" for label, k in BACKBONES[source.family].size)
+    window = str(a["window_size"]) if "window_size" in a else "-"
     c = source.num_classes
     aux = any(k.startswith("auxiliary_head.") for k in source.state)
     kind = f"segmentation checkpoint (decode head, {'auxiliary head' if aux else 'no auxiliary head'})" \
@@ -666,7 +646,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from . import MODELS, build_model
+    from . import build_model
     if not args.inspect and (args.dst is None or args.model is None):
         print("error: SRC DST --model NAME are required (or SRC --inspect)", file=sys.stderr)
         return 2
