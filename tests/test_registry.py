@@ -1,11 +1,14 @@
-"""The extension table of backbone families (models.registry.BACKBONES), checked the way it is used: a new entry is
-all a new family needs, and a backbone missing from the table is an error, never a fall-through to another family."""
+"""The extension tables: backbone families (models.registry.BACKBONES) and decode-head losses (models.losses.LOSSES).
+
+Each is checked the way it is used: a new entry is all a new family or loss needs, and a name missing from a table is
+an error, never a fall-through to another entry."""
 import pytest
 import torch
 from torch import nn
 
 import models
 from models import build_model, param_groups, recipe
+from models import losses as L
 from models import registry
 from models.convert import ConversionError, Source, fit
 
@@ -100,3 +103,40 @@ def test_converter_refuses_another_family():
         m = build_model("upernet_swin_tiny", 11)
     with pytest.raises(ConversionError, match="convnext checkpoint but the target model upernet_swin_tiny has a swin"):
         fit(Source("mmseg", "convnext", {}, {}, [], []), m)
+
+
+# ------------------------------------------------------------------------------------------------ losses
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 6, 6, generator=g)
+    target = torch.randint(0, 4, (2, 6, 6), generator=g)
+    target[0, 0] = 255
+    return logits, target, (target != 255).sum().clamp(min=1)
+
+
+def test_every_loss_name_is_its_own_function():
+    """Each table entry computes its own loss: no two names give the same value (a fall-through would)."""
+    logits, target, kept = _batch()
+    values = {n: float(L.SegCriterion([(n, 1.0)]).main(logits, target, kept)) for n in L.LOSSES}
+    assert values["ce"] == pytest.approx(float(L.cross_entropy(logits, target, kept)))
+    assert values["focal"] == pytest.approx(float(L.focal_loss(logits, target, kept)))
+    assert values["dice"] == pytest.approx(float(L.dice_loss(logits, target)))
+    assert values["lovasz"] == pytest.approx(float(L.lovasz_softmax(logits, target)))
+    assert len({round(v, 6) for v in values.values()}) == len(values)
+
+
+def test_an_unknown_loss_cannot_fall_through():
+    with pytest.raises(ValueError, match="unknown loss"):
+        L.parse_loss_spec(["tversky:1"])
+    with pytest.raises(ValueError, match=r"unknown loss\(es\) \['tversky'\]"):
+        L.SegCriterion([("ce", 1.0), ("tversky", 0.5)])
+
+
+def test_a_new_loss_is_one_entry(monkeypatch):
+    logits, target, kept = _batch()
+    monkeypatch.setitem(L.LOSSES, "mean_logit", lambda logits, target, kept, weight, mask: logits.mean())
+    terms = L.parse_loss_spec(["ce:1", "mean_logit:0.5"])
+    assert terms == [("ce", 1.0), ("mean_logit", 0.5)]
+    got = L.SegCriterion(terms).main(logits, target, kept)
+    assert torch.allclose(got, L.cross_entropy(logits, target, kept) + 0.5 * logits.mean())
