@@ -25,9 +25,9 @@ Semantics shared by both backends:
 - tta_merge / TTAAccumulator: views are upcast to float32, resized like F.interpolate(mode="bilinear",
   align_corners=False, antialias=False) to out_size, softmax over channels, un-flipped (flip=True: the view was
   computed on a horizontally flipped image), and averaged. NaN logits give NaN probabilities at that pixel. A
-  dimension whose size is unchanged is copied (F.interpolate computes 1·x + 0·x there, so a ±inf logit became NaN):
-  a -inf logit (a masked class) gives probability exactly 0, a +inf one a NaN pixel, as torch.softmax does; neither
-  reaches the neighbouring pixels. (CPU kernel and references; the CUDA kernel does not copy yet, see tta_kernel.)
+  dimension whose size is unchanged is copied, not interpolated (F.interpolate computes 1·x + 0·x there, which turns
+  a ±inf logit into NaN): a -inf logit (a masked class) gives probability exactly 0, a +inf one a NaN pixel, as
+  torch.softmax does; neither reaches the neighbouring pixels. The CPU and CUDA kernels and the references all copy.
 - float64 logits are argmaxed in float64 (confusion_matrix).
 - torch.compile: every op has a fake kernel and the wrappers do not break the graph (fullgraph=True works).
 - Autograd: none of the ops has a backward. tta_merge and TTAAccumulator.add refuse views that require grad (with
@@ -107,19 +107,24 @@ def _ensure_loaded() -> dict:
 
 
 # Fake (meta) kernels: shapes and dtypes of each op's outputs, so torch.compile / FakeTensor can trace the ops
-# without running them. Each op's section below registers its own with @_fake("trashseg::name"); they are attached
-# once the library (which defines the schemas) is loaded. A mutating op returning () needs one too (returns None).
+# without running them. Every op registers its own, next to its wrapper, with @_fake("trashseg::name"); a fake is
+# attached when the library (which defines the schemas) loads, or at once if it is already loaded. A mutating op
+# returning () has one too (it returns None).
 _FAKES: dict[str, object] = {}
 
 
 def _fake(qualname: str):
     def deco(fn):
-        _FAKES[qualname] = fn
+        with _state_lock:
+            _FAKES[qualname] = fn
+            if _state["cpu"]:
+                torch.library.register_fake(qualname, fn)
         return fn
     return deco
 
 
 def _register_fakes() -> None:
+    """Called once, by _ensure_loaded under _state_lock, when the library has loaded."""
     for name, fn in _FAKES.items():
         torch.library.register_fake(name, fn)
 
@@ -483,7 +488,7 @@ def _ref_resize(x: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
     """F.interpolate(bilinear, align_corners=False), except that a dimension whose size is unchanged is copied.
 
     F.interpolate computes 1·x + 0·x along such a dimension, which turns a ±inf logit into NaN (a class masked
-    with -inf in the 1.0-scale view became NaN everywhere, not probability 0); for finite inputs both are identical.
+    with -inf in the 1.0-scale view would be NaN everywhere, not probability 0); for finite inputs both are identical.
     Resizing one dimension only is 1-D linear interpolation along it (the same taps and weights)."""
     B, C, h, w = x.shape
     H, W = out_size
@@ -562,25 +567,9 @@ def slide_grid(size, crop, stride) -> list[tuple[int, int, int, int]]:
     return out
 
 
-_slide_fake_done = False
-
-
-def _register_slide_fake() -> None:
-    """torch.compile traces the op through this fake: it only mutates `out`, so the fake checks and returns."""
-    global _slide_fake_done
-    if _slide_fake_done:
-        return
-    with _state_lock:
-        if _slide_fake_done:
-            return
-        try:
-            @torch.library.register_fake("trashseg::slide_accumulate_")
-            def _(out, windows, crop, stride, first, finalize):  # noqa: ANN001
-                return None
-        except RuntimeError as e:  # already registered (a reloaded module)
-            if "already" not in str(e):
-                raise
-        _slide_fake_done = True
+@_fake("trashseg::slide_accumulate_")
+def _slide_accumulate_fake(out, windows, crop, stride, first, finalize):
+    return None
 
 
 def slide_accumulate_(out: torch.Tensor, windows: torch.Tensor, crop, stride, first: int,
@@ -616,7 +605,6 @@ def slide_accumulate_(out: torch.Tensor, windows: torch.Tensor, crop, stride, fi
     if finalize and first + K != total:
         raise ValueError(f"finalize needs the last window ({total - 1}); got windows up to {first + K - 1}")
     if _use_ext(out.device):
-        _register_slide_fake()
         torch.ops.trashseg.slide_accumulate_(out, windows, [ch, cw], [sh, sw], first, bool(finalize))
     else:
         ref_slide_accumulate_(out, windows, (ch, cw), (sh, sw), first, finalize)

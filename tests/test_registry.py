@@ -1,4 +1,5 @@
-"""The extension tables: backbone families (models.registry.BACKBONES) and decode-head losses (models.losses.LOSSES).
+"""The extension tables: backbone families (models.registry.BACKBONES), decode-head losses (models.losses.LOSSES) and
+the ops' fake kernels (csrc's one @_fake table).
 
 Each is checked the way it is used: a new entry is all a new family or loss needs, and a name missing from a table is
 an error, never a fall-through to another entry."""
@@ -140,3 +141,19 @@ def test_a_new_loss_is_one_entry(monkeypatch):
     assert terms == [("ce", 1.0), ("mean_logit", 0.5)]
     got = L.SegCriterion(terms).main(logits, target, kept)
     assert torch.allclose(got, L.cross_entropy(logits, target, kept) + 0.5 * logits.mean())
+
+
+# ------------------------------------------------------------------------------------------------ op fakes
+
+def test_every_op_registers_its_fake_the_same_way():
+    """Every tensor op of the library has its fake kernel in the one table that the loader registers from (cpu_isa
+    takes and returns a string: it is never traced)."""
+    from torch._library.simple_registry import singleton
+
+    from csrc import ops
+    if ops.backend()["cpu"] != "ext":
+        pytest.skip("extension not built")
+    names = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("trashseg::")}
+    assert set(ops._FAKES) == names - {"trashseg::cpu_isa"}
+    for name in ops._FAKES:
+        assert singleton.find(name).fake_impl.kernel is not None, name
