@@ -65,7 +65,7 @@ def cuda_arch_key() -> str:
 
 
 def smoke_cuda() -> None:
-    """One tiny launch of each CUDA kernel family, synchronised: a stale or foreign build fails here (then ops.py
+    """One tiny launch of each CUDA kernel family, synchronised: a stale or foreign build fails here (then backend.py
     falls back to the references for CUDA tensors with its one warning) instead of at the first real call."""
     x = torch.zeros(1, 2, 1, 1, device="cuda")
     t = torch.zeros(1, 1, 1, dtype=torch.uint8, device="cuda")
@@ -149,7 +149,7 @@ def _write_atomic(path: str, text: str) -> None:
 def load(cuda: bool | None = None, verbose: bool = False) -> dict:
     """Build if needed, then load the library into torch.ops.trashseg. Returns a small info dict.
 
-    cuda=None: CUDA kernels iff a GPU is visible. Raises on any build or load failure (ops.py turns that into
+    cuda=None: CUDA kernels iff a GPU is visible. Raises on any build or load failure (backend.py turns that into
     one warning and the pure-PyTorch references)."""
     if cuda is None:
         cuda = want_cuda()

@@ -1,5 +1,5 @@
-// Argument checks shared by the CPU and CUDA entry points. The Python front (ops.py) checks the same things
-// first with friendlier messages; these keep direct torch.ops.trashseg.* calls safe.
+// Argument checks shared by the CPU and CUDA entry points. The Python front (confusion.py, tta.py) checks the same
+// things first with friendlier messages; these keep direct torch.ops.trashseg.* calls safe.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -465,12 +465,13 @@ __device__ __forceinline__ void add_view_sized(const ViewDesc& v, int64_t b, int
     // any C: online max/sum in one pass, then recompute each value to accumulate.
     // Non-finite logits come out as torch.softmax (and the MAXC > 0 path and the CPU kernel) give them:
     //  - m starts at -FLT_MAX, not -inf: a -inf logit then adds expf(-inf) = 0. (With m = -inf, a -inf in channel 0
-    //    made expf(-inf - -inf) = NaN and poisoned the whole pixel, where torch gives that class probability 0.)
+    //    would make expf(-inf - -inf) = NaN and poison the whole pixel, where torch gives that class probability 0.)
     //    All -inf: s stays 0, 1/s = inf, q = expf(-inf - m) * inf = 0 * inf = NaN for every channel, as torch.
     //  - a +inf maximum makes torch's sum exp(inf - inf) = NaN: the whole pixel is NaN (the "+ 1.f" below alone
-    //    gave s = 1 and NaN in the +inf channel only): fixed up after the loop.
+    //    would give s = 1 and NaN in the +inf channel only): set after the loop.
     //  - NaN: never a new maximum; expf(NaN - m) = NaN poisons the sum.
-    // The loop body is unchanged on purpose: an extra branch in it made ptxas drop to 64 registers and spill.
+    // The loop body has no branch for these cases on purpose: one more branch makes ptxas drop to 64 registers and
+    // spill.
     float m = -FLT_MAX, s = 0.f;
     for (int c = 0; c < C; ++c) {
       const float val = bilerp<T, SH, SW>(p + c * v.sC, o00, o01, o10, o11, ty.w0, ty.w1, tx.w0, tx.w1);

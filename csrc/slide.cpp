@@ -1,13 +1,13 @@
 // slide_accumulate_: the window-sum step of sliding-window inference (SPEC §4 "Slide inference"), schema and CPU
-// kernel. The CUDA kernel is in slide_cuda.cu; the pure-PyTorch reference and the Python API in ops.py's last
-// section. Kept apart from trashseg_ops.cpp (TORCH_LIBRARY_FRAGMENT) so the op library can grow without one file
-// that every change touches.
+// kernel. The CUDA kernel is in slide_cuda.cu; the pure-PyTorch reference and the Python API in slide.py. Kept
+// apart from trashseg_ops.cpp (TORCH_LIBRARY_FRAGMENT) so the op library can grow without one file that every change
+// touches.
 //
 // out (B, C, H, W) float32 contiguous is the view's running logit sum. windows (K*B, C, eh, ew), any float dtype
 // and strides, holds grid windows first .. first+K-1 in mmseg's order (rows outer, columns inner), window k's image
 // b at index k*B + b, eh/ew = min(crop, H/W). first == 0 zeroes out before adding. finalize (only with the last
 // window) divides out by the per-pixel window count, in place: out then holds the view's logits and the TTA merge
-// reads it directly (ops.py explains why the division is not folded into the TTA kernel). Windows are added one
+// reads it directly (slide.py explains why the division is not folded into the TTA kernel). Windows are added one
 // after another in grid order, so the sums are the same bits as mmseg's loop of F.pad + add.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>

@@ -1,4 +1,4 @@
-// Argument checks of slide_accumulate_ shared by the CPU and CUDA entry points (ops.py checks the same first, with
+// Argument checks of slide_accumulate_ shared by the CPU and CUDA entry points (slide.py checks the same first, with
 // the caller's names); they keep direct torch.ops.trashseg.slide_accumulate_ calls memory-safe.
 #pragma once
 

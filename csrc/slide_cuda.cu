@@ -11,7 +11,7 @@
 //   -> ~0.3 ms. The model's forward over the same window (ConvNeXt-T at 640 px) is milliseconds, so these are
 //   not where slide inference spends its time; they exist to keep the memory bound (one sum, no count plane, no
 //   padded full-size copy per window as mmseg's F.pad + add makes).
-// Not yet run on a GPU when written (compile-checked for sm_90 only); `make gpu-check` tests and times them.
+// Compile-checked for sm_90 (make test-heavy) and not run on a GPU so far: `make gpu-check` tests and times them.
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>

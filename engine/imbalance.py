@@ -16,7 +16,7 @@ import torch
 
 from data.classes import CLASSES
 from data.rcs import cached_class_pixel_counts, rare_first, rcs_class_probs, rcs_image_weights
-from models.losses import SegCriterion, enet_class_weights, parse_loss_spec
+from models.losses import LOSSES, SegCriterion, enet_class_weights, parse_loss_spec
 
 # --balance: DAFormer's rare-class sampling at its published temperature, plus Lovász-softmax (an IoU surrogate)
 # next to CE. On the imbalanced demo (README "Rare classes") it beat plain CE and every option measured alone, over
@@ -35,7 +35,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
                         "mmseg), and at least --ohem-min-kept per image")
     g.add_argument("--ohem-min-kept", type=int, default=100000, help="per image, as mmseg (default 100000)")
     g.add_argument("--loss", nargs="+", default=["ce:1"], metavar="NAME:W",
-                   help="decode-head loss, a weighted sum of ce, focal, dice, lovasz (e.g. ce:1 lovasz:0.5); the "
+                   help=f"decode-head loss, a weighted sum of {', '.join(LOSSES)} (e.g. ce:1 lovasz:0.5); the "
                         "auxiliary head keeps CE")
     g.add_argument("--rare-class-sampling", type=float, default=0.0, metavar="T",
                    help="DAFormer RCS: draw a class with P ∝ exp((1 − f_c)/T) (T = 0.01 in DAFormer), then an image "

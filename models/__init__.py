@@ -1,4 +1,4 @@
-"""models/: image → logits. A plain registry from name to explicit hyper-parameters, plus build/load helpers.
+"""models/: image → logits. The registry (models/registry.py: name → explicit hyper-parameters), build/load helpers.
 
     model = build_model("upernet_convnext_tiny", num_classes=11)      # random init (mmseg initialisation)
     model = load_model("work/convnext_t.pth")                           # {'model', 'model_name', 'num_classes'}
@@ -14,95 +14,36 @@ import torch
 
 from data.classes import NUM_CLASSES
 
-from .convnext import ConvNeXt
 from .optim import param_groups
+from .registry import ALIASES, BACKBONES, MODELS, lookup, recipe
 from .segmentor import Segmentor
-from .swin import SwinTransformer
 
-__all__ = ["MODELS", "Segmentor", "build_model", "load_model", "param_groups", "recipe"]
-
-
-def _convnext(depths, dims, drop_path_rate):
-    # layer_scale_init 1.0 as in mmseg's UperNet-ConvNeXt configs (the pretrained gammas replace it anyway).
-    return dict(backbone="convnext", depths=depths, dims=dims, drop_path_rate=drop_path_rate,
-                layer_scale_init=1.0, channels=512, aux_channels=256)
-
-
-def _swin(embed_dims, depths, num_heads, window_size):
-    return dict(backbone="swin", embed_dims=embed_dims, depths=depths, num_heads=num_heads,
-                window_size=window_size, mlp_ratio=4.0, drop_path_rate=0.3, channels=512, aux_channels=256)
-
-
-MODELS: dict[str, dict] = {
-    "upernet_convnext_tiny": _convnext((3, 3, 9, 3), (96, 192, 384, 768), 0.4),
-    "upernet_convnext_small": _convnext((3, 3, 27, 3), (96, 192, 384, 768), 0.3),
-    "upernet_convnext_base": _convnext((3, 3, 27, 3), (128, 256, 512, 1024), 0.4),
-    "upernet_convnext_large": _convnext((3, 3, 27, 3), (192, 384, 768, 1536), 0.4),
-    "upernet_convnext_xlarge": _convnext((3, 3, 27, 3), (256, 512, 1024, 2048), 0.4),
-    "upernet_swin_tiny": _swin(96, (2, 2, 6, 2), (3, 6, 12, 24), 7),
-    "upernet_swin_small": _swin(96, (2, 2, 18, 2), (3, 6, 12, 24), 7),
-    "upernet_swin_base": _swin(128, (2, 2, 18, 2), (4, 8, 16, 32), 7),
-    "upernet_swin_large": _swin(192, (2, 2, 18, 2), (6, 12, 24, 48), 7),
-    "upernet_swin_base_w12": _swin(128, (2, 2, 18, 2), (4, 8, 16, 32), 12),
-    "upernet_swin_large_w12": _swin(192, (2, 2, 18, 2), (6, 12, 24, 48), 12),
-    # Small enough to train from scratch on 2 CPU cores at 256 px in minutes (the `make train` demo).
-    # 1.7 M parameters, 2.1 GFLOPs per 256×256 image (the UPerHead's stride-4 fusion conv is 1.2 of them).
-    "upernet_convnext_demo": dict(backbone="convnext", depths=(1, 1, 2, 1), dims=(32, 64, 128, 256),
-                                  drop_path_rate=0.0, layer_scale_init=1.0, channels=64, aux_channels=32),
-}
-ALIASES = {"upernet_demo": "upernet_convnext_demo"}
-
-_BACKBONE_KEYS = {"convnext": ("depths", "dims", "drop_path_rate", "layer_scale_init"),
-                  "swin": ("embed_dims", "depths", "num_heads", "window_size", "mlp_ratio", "drop_path_rate")}
-
-
-def _lookup(name: str) -> tuple[str, dict]:
-    name = ALIASES.get(name, name)
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}")
-    return name, MODELS[name]
+__all__ = ["ALIASES", "BACKBONES", "MODELS", "Segmentor", "build_model", "load_model", "param_groups", "recipe"]
 
 
 def build_model(name: str, num_classes: int = NUM_CLASSES, **overrides) -> Segmentor:
     """Build a registry model with mmseg's initialisation. overrides replace registry entries (e.g. drop_path_rate,
     channels); an unknown key is an error."""
-    name, cfg = _lookup(name)
+    name, cfg = lookup(name)
     unknown = set(overrides) - set(cfg) - {"backbone"}
     if unknown:
         raise TypeError(f"unknown override(s) {sorted(unknown)} for {name}; known: {sorted(set(cfg) - {'backbone'})}")
     cfg = {**cfg, **overrides}
-    kw = {k: cfg[k] for k in _BACKBONE_KEYS[cfg["backbone"]]}
-    backbone = ConvNeXt(**kw) if cfg["backbone"] == "convnext" else SwinTransformer(**kw)
+    family = BACKBONES[cfg["backbone"]]
+    backbone = family.cls(**{k: cfg[k] for k in family.keys})
     return Segmentor(backbone, num_classes, cfg["channels"], cfg["aux_channels"], model_name=name)
 
 
-def recipe(name: str) -> dict:
-    """SPEC §4 optimisation defaults (mmseg configs) for a registry model.
-
-    lr is the head's; backbone groups get lr * lr_scale from param_groups(). Schedule: linear warmup over
-    warmup_iters from lr * warmup_ratio, then poly(power) to min_lr.
-    """
-    name, cfg = _lookup(name)
-    common = dict(betas=(0.9, 0.999), warmup_iters=1500, warmup_ratio=1e-6, poly_power=1.0, min_lr=0.0,
-                  aux_loss_weight=0.4, batch_size=16, drop_path_rate=cfg["drop_path_rate"])
-    if name == "upernet_convnext_demo":
-        # From scratch on CPU: a larger lr (what `make train` passes), a short warmup, no layer decay.
-        return {**common, "lr": 2e-3, "weight_decay": 0.05, "layer_decay": 1.0, "layer_decay_num_layers": 12,
-                "warmup_iters": 50, "batch_size": 8}
-    if cfg["backbone"] == "convnext":
-        return {**common, "lr": 8e-5 if name.endswith("xlarge") else 1e-4, "weight_decay": 0.05,
-                "layer_decay": 0.9, "layer_decay_num_layers": 6 if name.endswith("tiny") else 12}
-    # mmseg's Swin configs use no layer decay (paramwise custom_keys only zero the decay of norms/position tables).
-    return {**common, "lr": 6e-5, "weight_decay": 0.01, "layer_decay": 1.0, "layer_decay_num_layers": 12}
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP, torch.compile
 
 
 def _strip_prefixes(sd: dict) -> dict:
-    """Tolerate DDP ('module.') and torch.compile ('_orig_mod.') wrappers in a saved state_dict."""
+    """Tolerate DDP ('module.') and torch.compile ('_orig_mod.') wrappers, nested in any order, in a state_dict's
+    keys (train.py's --init, load_model, models.convert)."""
     out = {}
     for k, v in sd.items():
-        for p in ("module.", "_orig_mod."):
-            if k.startswith(p):
-                k = k[len(p):]
+        while k.startswith(WRAPPER_PREFIXES):
+            k = k.split(".", 1)[1]
         out[k] = v
     return out
 

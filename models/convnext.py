@@ -6,6 +6,8 @@ Matches mmpretrain's ConvNeXt(out_indices=(0, 1, 2, 3), gap_before_final_norm=Fa
 """
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -75,3 +77,37 @@ class ConvNeXt(nn.Module):
                 x = self.stages[i](x)
             outs.append(getattr(self, f"norm{i}")(x))
         return outs
+
+
+# ------------------------------------------------------------ rules tied to the names above (models.registry's entry)
+
+def stage_id(name: str) -> int | None:
+    """Layer-decay id of a backbone parameter (its name under `backbone.`), mmseg's `get_stage_id_for_convnext`
+    (decay_type='stage_wise'): 0 for downsample_layers.* (the stem AND the three between-stage downsamplers), i + 1
+    for stages.i.*; None for the output norms norm0..3, which train with the heads."""
+    parts = name.split(".")
+    if parts[0] == "downsample_layers":
+        return 0
+    if parts[0] == "stages":
+        return int(parts[1]) + 1
+    return None
+
+
+NO_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed", "pos_embed", "gamma")
+
+
+def no_weight_decay(name: str, param: torch.Tensor) -> bool:
+    """Whether a segmentor parameter (full name) is exempt from weight decay under mmseg's UperNet-ConvNeXt configs
+    (LearningRateDecayOptimizerConstructor): every 1-D parameter (norm weights and biases, conv/linear biases,
+    layer-scale `gamma`) and the position tables."""
+    return param.ndim <= 1 or name.endswith(".bias") or name.split(".")[-1] in NO_DECAY_NAMES
+
+
+def hparams_from_state_dict(sd: dict) -> dict:
+    """dims and depths read off a backbone state_dict under the names above (no `backbone.` prefix)."""
+    depths = []
+    for i in range(4):
+        pat = rf"^stages\.{i}\.(\d+)\."
+        depths.append(len({re.match(pat, k).group(1) for k in sd if re.match(pat, k)}))
+    stem = [f"downsample_layers.{i}.{0 if i == 0 else 1}.weight" for i in range(4)]
+    return {"dims": tuple(int(sd[k].shape[0]) for k in stem if k in sd), "depths": tuple(depths)}

@@ -18,14 +18,13 @@ Semantics (SPEC §4 "Class imbalance"; the formulas are the papers', the code is
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from data.classes import IGNORE_INDEX
 
-LOSSES = ("ce", "focal", "dice", "lovasz")
 FOCAL_GAMMA = 2.0  # Lin et al. 2017's recommended value
 DICE_SMOOTH = 1.0
 
@@ -158,12 +157,27 @@ def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return per_class[present].mean()
 
 
+# The decode head's loss terms: name → term(logits, target, kept, class_weight, pixel_mask). Pixel-wise terms use the
+# class weights and the OHEM mask; set-level terms (Dice, Lovász) use neither (module docstring). A new loss is one
+# entry here: --loss, parse_loss_spec and SegCriterion read this table, and a name missing from it is an error.
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "ce": lambda logits, target, kept, weight, mask: cross_entropy(logits, target, kept, weight, mask),
+    "focal": lambda logits, target, kept, weight, mask: focal_loss(logits, target, kept, weight=weight,
+                                                                   pixel_mask=mask),
+    "dice": lambda logits, target, kept, weight, mask: dice_loss(logits, target),
+    "lovasz": lambda logits, target, kept, weight, mask: lovasz_softmax(logits, target),
+}
+
+
 class SegCriterion:
     """The decode head's weighted sum of losses (with OHEM and class weights) and the auxiliary head's CE."""
 
     def __init__(self, terms: Sequence[tuple[str, float]] = (("ce", 1.0),),
                  class_weight: Optional[torch.Tensor] = None, ohem_thresh: Optional[float] = None,
                  ohem_min_kept: int = 100000):
+        unknown = [n for n, _ in terms if n not in LOSSES]
+        if unknown:
+            raise ValueError(f"unknown loss(es) {unknown} (choose from {', '.join(LOSSES)})")
         self.terms = [(n, float(w)) for n, w in terms if w > 0]
         self.class_weight = class_weight
         self.ohem_thresh, self.ohem_min_kept = ohem_thresh, int(ohem_min_kept)
@@ -186,14 +200,7 @@ class SegCriterion:
             mask = ohem_keep(logits, target, self.ohem_thresh, self.ohem_min_kept).to(logits.dtype)  # (B, H, W)
         total = logits.new_zeros(())
         for name, w in self.terms:
-            if name == "ce":
-                v = cross_entropy(logits, target, kept, self.class_weight, mask)
-            elif name == "focal":
-                v = focal_loss(logits, target, kept, weight=self.class_weight, pixel_mask=mask)
-            elif name == "dice":
-                v = dice_loss(logits, target)
-            else:
-                v = lovasz_softmax(logits, target)
+            v = LOSSES[name](logits, target, kept, self.class_weight, mask)
             total = total + (v if w == 1.0 else w * v)
         return total
 

@@ -12,6 +12,8 @@ Activations stay (B, H, W, C) between blocks, so windows are cut with reshapes o
 """
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -215,3 +217,49 @@ class SwinTransformer(nn.Module):
             # (B, C, H, W) view of an NHWC tensor: channels_last memory format, which the head's convs like.
             outs.append(getattr(self, f"norm{i}")(out).permute(0, 3, 1, 2))
         return outs
+
+
+# ------------------------------------------------------------ rules tied to the names above (models.registry's entry)
+
+def stage_id(name: str) -> int | None:
+    """Layer-decay id of a backbone parameter (its name under `backbone.`): 0 for patch_embed.*, i + 1 for stages.i.*
+    (the PatchMerging at its end included), None for the output norms norm0..3, which train with the heads. mmseg has
+    no Swin rule (its Swin configs use no layer decay): this is the ConvNeXt rule's counterpart, and the recipe's
+    layer_decay = 1.0 makes it a no-op."""
+    parts = name.split(".")
+    if parts[0] == "patch_embed":
+        return 0
+    if parts[0] == "stages":
+        return int(parts[1]) + 1
+    return None
+
+
+# mmseg's Swin configs' paramwise_cfg.custom_keys with decay_mult=0 (configs/swin/swin-tiny-patch4-window7-in1k-pre_
+# upernet_8xb2-160k_ade20k-512x512.py), matched as substrings of the full name (mmengine
+# DefaultOptimWrapperConstructor: `if key in name`).
+NO_DECAY_KEYS = ("absolute_pos_embed", "relative_position_bias_table", "norm")
+
+
+def no_weight_decay(name: str, param: torch.Tensor) -> bool:
+    """Whether a segmentor parameter (full name) is exempt from weight decay under mmseg's UperNet-Swin configs: only
+    names containing one of NO_DECAY_KEYS; every other parameter, biases and the heads' BatchNorm (`bn`) included,
+    decays."""
+    return any(key in name for key in NO_DECAY_KEYS)
+
+
+def hparams_from_state_dict(sd: dict) -> dict:
+    """embed_dims, depths, num_heads and window_size read off a backbone state_dict under the names above (no
+    `backbone.` prefix); the window follows from the bias table's side 2W - 1."""
+    depths = []
+    for i in range(4):
+        pat = rf"^stages\.{i}\.(blocks\.)?(\d+)\."
+        depths.append(len({re.match(pat, k).groups()[-1] for k in sd if re.match(pat, k)}))
+    embed = sd.get("patch_embed.projection.weight")
+    heads, window = [], None
+    for i in range(4):
+        t = sd.get(f"stages.{i}.blocks.0.attn.w_msa.relative_position_bias_table")
+        if t is not None:
+            heads.append(int(t.shape[1]))
+            window = (int(round(t.shape[0] ** 0.5)) + 1) // 2
+    return {"embed_dims": int(embed.shape[0]) if embed is not None else None, "depths": tuple(depths),
+            "num_heads": tuple(heads), "window_size": window}
