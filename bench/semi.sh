@@ -27,6 +27,8 @@ PY=.venv/bin/python
 MAKE="${MAKE:-make}"
 SEEDS="${SEEDS:-0 1 2}"
 SEMI="--semi-share 0.5"
+# the demo recipe's 500 of 3000: A's kept iter_N.pt (the newest 3) are D's earlier checkpoints, also in a smoke test
+CKPT=$(( ${ITERS:-$DEMO_ITERS} / 6 > 0 ? ${ITERS:-$DEMO_ITERS} / 6 : 1 ))
 export PYTHONUNBUFFERED=1
 mkdir -p "$EXP"
 [ -f "$DATA/train.json" ] || "$PY" -m data.demo --out "$DATA" --train 30 --val 80 --test 0 --extra 320 --seed 0
@@ -51,7 +53,7 @@ train() {  # $1 name, $2 extra train.py flags
   echo "== $1: $2  ($(date -u +%H:%M:%S))"
   $MAKE -s train DATA_ROOT=$DATA EXP="$out" ITERS="$ITERS" DATA_DEP= \
     TRAIN_ARGS="--iters ${ITERS:-$DEMO_ITERS} --batch-size 8 --crop-size 128 --aug-ratio-range 1.5 2.5 --workers 2 \
-      --lr 2e-3 --warmup-iters 50 --eval-interval 1000 --ckpt-interval 500 --log-interval 10" \
+      --lr 2e-3 --warmup-iters 50 --eval-interval 1000 --ckpt-interval $CKPT --log-interval 10" \
     ARGS="$2 --resume --no-progress --log-interval 500" > "$out.log" 2>&1 || { tail -20 "$out.log"; exit 1; }
   grep -E "final val" "$out.log" | tail -1
 }
@@ -73,7 +75,9 @@ for s in $SEEDS; do
   want "B_s$s" && train "B_s$s" "--seed $s --train-json train.json $EXP/labels_s$s/pseudo.json"
   want "C_s$s" && train "C_s$s" "--seed $s --pseudo-json $EXP/labels_s$s/pseudo.json $SEMI"
   if want "D_s$s"; then
-    labels "$EXP/labels_stable_s$s" "$s" "--stable-ckpts $(ls "$EXP/A_s$s"/iter_*.pt | sort -V | tr '\n' ' ')"
+    earlier=$(ls "$EXP/A_s$s"/iter_*.pt 2>/dev/null | sort -V | tr '\n' ' ')
+    [ -n "$earlier" ] || { echo "no $EXP/A_s$s/iter_*.pt: D needs A's periodic checkpoints"; exit 1; }
+    labels "$EXP/labels_stable_s$s" "$s" "--stable-ckpts $earlier"
     train "D_s$s" "--seed $s --pseudo-json $EXP/labels_stable_s$s/pseudo.json $SEMI"
   fi
 done
