@@ -11,7 +11,7 @@ SKIP_DIRS = {".venv", ".cache", ".git", "build", "runs", "demo_data", "demo_imba
 MAX_LINES = 500
 # What is left of issue 25, each waiting for its split along its seams: files over MAX_LINES, and import circles
 # (data/transforms.py's preview command imports data.loader, which imports data.transforms).
-STILL_OVER = {"train.py", "data/coco.py", "data/transforms.py", "viz/report.py"}
+STILL_OVER = {"data/coco.py", "data/transforms.py", "viz/report.py"}
 STILL_CIRCULAR = [{"data.loader", "data.transforms"}]
 
 
