@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import models
 from csrc import ops
 from data.classes import CLASSES
-from data.io import output_collisions, output_relpath, write_palette_png
+from data.io import output_collisions, output_relpath, resolve_json, write_palette_png
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from data.probs import save_probs
@@ -79,8 +79,7 @@ def main(args: argparse.Namespace) -> dict:
     info = D.init(args.device)
     dev = info.device
     amp, mode = inference_settings(args, dev)
-    json_path = args.json if (os.path.isabs(args.json) or os.path.exists(args.json)) \
-        else os.path.join(args.data_root, args.json)
+    json_path = resolve_json(args.json, args.data_root)
     out = args.out if args.out is not None else os.path.join(os.path.dirname(os.path.abspath(args.ckpt)),
                                                              "submission.csv")
     try:

@@ -27,7 +27,7 @@ from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from engine import dist as D
 from engine.pseudo import ClassBalancedSelector, quantise, stability, stable_subset
-from data.io import atomic_write_text, output_collisions, output_relpath, write_palette_png
+from data.io import atomic_write_text, output_collisions, output_relpath, resolve_json, write_palette_png
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
 from engine.predict import TTA_RATIOS, add_mode_args, add_winograd_arg, apply_winograd, forward_padded, \
     inference_settings, tta_accumulate
@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> dict:
         sys.exit(f"error: --threshold must be in [0, 1), got {args.threshold}")
     if not 0.0 < args.keep <= 1.0:
         sys.exit(f"error: --keep must be in (0, 1], got {args.keep}")
-    jsons = [j if (os.path.isabs(j) or os.path.exists(j)) else os.path.join(args.data_root, j) for j in args.json]
+    jsons = [resolve_json(j, args.data_root) for j in args.json]
     teachers = []
     for c in args.ckpt:
         try:

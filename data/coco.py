@@ -49,7 +49,7 @@ import pycocotools.mask as mask_utils
 
 from data.classes import CLASSES, IGNORE_INDEX, NAME_TO_ID, NUM_CLASSES
 from data.io import (DecodeError, decode_image, decode_label_map, output_collisions, output_relpath, probe_size,
-                     read_bytes, write_label_png)
+                     read_bytes, resolve_json, write_label_png)
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ class _Entry:
 class CocoSegDataset:
     """Images and class-id masks of one or more COCO files over a data root (SPEC §1).
 
-    `json_files` are concatenated in order; a relative path not found as given is looked up under data_root.
+    `json_files` are concatenated in order, each found by data.io.resolve_json (as given, else under data_root).
     Items: dict(image=uint8 (H,W,3) RGB, mask=uint8 (H,W) or None when the image is unlabelled, image_id=file_name).
     Image ids are only ever dictionary keys, never list indices.
     """
@@ -304,10 +304,7 @@ class CocoSegDataset:
         self._cache: dict[int, tuple] = {}
         seen_names: dict[str, str] = {}
         for jf in self.json_files:
-            jf = os.fspath(jf)
-            if not os.path.isabs(jf) and not os.path.exists(jf) and os.path.exists(os.path.join(data_root, jf)):
-                jf = os.path.join(data_root, jf)  # "train.json" means DATA_ROOT/train.json unless it exists here
-            self._load_file(jf, seen_names)
+            self._load_file(resolve_json(jf, data_root), seen_names)
         self.images: list[dict] = [e.record for e in self._entries]
         self.image_ids: list[str] = [e.record["file_name"] for e in self._entries]
         self.has_labels: bool = all(e.anns is not None or e.mask_file is not None for e in self._entries)

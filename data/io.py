@@ -47,6 +47,16 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         raise
 
 
+def resolve_json(path: str, data_root: str) -> str:
+    """Where a COCO JSON named on a command line or in args.json is: the path as given when it is absolute or exists,
+    else the same path under the data root. So `--json train.json` means DATA_ROOT/train.json, as the Makefile and
+    the competition's layout name it, and a file elsewhere is named by its own path."""
+    path = os.fspath(path)
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    return os.path.join(data_root, path)
+
+
 def output_relpath(image_id: str, ext: str) -> str:
     """An image's per-image output file (pseudo-label PNG, saved probabilities, palette mask) relative to the output
     folder: its file_name with `ext`, sub-folders kept.

@@ -662,10 +662,7 @@ def main(args) -> None:
     from data.coco import CocoSegDataset
     from data.loader import TrainSet
 
-    json_file = args.json
-    if not os.path.isabs(json_file) and not os.path.exists(json_file):
-        json_file = os.path.join(args.data_root, json_file)
-    ds = CocoSegDataset(args.data_root, [json_file])
+    ds = CocoSegDataset(args.data_root, [args.json])
     if not ds.has_labels:
         raise SystemExit(f"{args.json} has no annotations: nothing to preview")
     transform = T.build_transform("train", args.crop_size, ratio_range=args.ratio_range,

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from data.io import resolve_json
 from data.rcs import rare_first
 from viz import ReportError, draw
 from viz.site import (IMG_DIR, Item, Panel, SiteWriter, bar, class_label, error_legend_html, esc, figure,
@@ -36,10 +37,10 @@ class Ctx:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def resolve_json(path: str, data_root: str, what: str = "--json") -> str:
-    """A JSON as given, else relative to the data root (how the Makefile and train.py's args.json name them)."""
-    # a run made on another machine records absolute paths: fall back to the same file name under the data root
-    for p in (path, os.path.join(data_root, path), os.path.join(data_root, os.path.basename(path))):
+def find_json(path: str, data_root: str, what: str = "--json") -> str:
+    """data.io.resolve_json's file, else the same file name under the data root: a run made on another machine
+    records absolute paths in its args.json."""
+    for p in (resolve_json(path, data_root), os.path.join(data_root, os.path.basename(path))):
         if os.path.isfile(p):
             return p
     raise ReportError(f"{path}: no such file ({what}; also looked under {data_root})")
@@ -50,7 +51,7 @@ def check_inputs(data_root: str, jsons: Sequence[str], runs: Sequence[str], csv:
     """Fail fast, before any slow work, on inputs that are not there. Returns the resolved JSON paths."""
     if not os.path.isdir(data_root):
         raise ReportError(f"{data_root}: no such data root (--data-root)")
-    out = [resolve_json(j, data_root) for j in jsons]
+    out = [find_json(j, data_root) for j in jsons]
     for r in runs:
         read_run(r)
     if csv and not os.path.isfile(csv):
@@ -258,7 +259,7 @@ def run_sections(ctx: Ctx, run_dirs: Sequence[str], eval_json: str | None, devic
         ej = eval_json or run["args"].get("val_json") or ""
         res = None
         if run["ckpt"] and ej:
-            ej = resolve_json(ej, ctx.data_root, "--eval-json / args.json val_json")
+            ej = find_json(ej, ctx.data_root, "--eval-json / args.json val_json")
             ds = CocoSegDataset(ctx.data_root, [ej])
             try:
                 res = evaluate_run(ctx, run, ds, ej, device)
