@@ -334,6 +334,51 @@ def test_unloadable_checkpoint_costs_only_the_predictions(site, tmp_path, capsys
     assert "best.pt: cannot load checkpoint" in capsys.readouterr().err
 
 
+# ------------------------------------------------------------------------------------------------ preview
+def test_preview_grid_and_atomic_write(tmp_path):
+    from test_transforms import FakeDataset
+    from viz.preview import preview_grid, write_picture
+    ds = FakeDataset(n=3)
+    samples = [(ds[i]["image"], ds[i]["mask"]) for i in range(3)]
+    grid = preview_grid(samples, cell=64, titles=ds.image_ids)
+    assert grid.dtype == np.uint8 and grid.shape[1] == 2 * (2 * 64 + 4) and grid.shape[0] > 2 * 64
+    present = sorted({int(c) for _, m in samples for c in np.unique(m)})
+    legend = draw.legend([c for c in present if c < NUM_CLASSES], ignore=IGNORE_INDEX in present)
+    assert (grid[-legend.shape[0]:, :legend.shape[1]] == legend).all()  # the legend lists the classes shown
+    out = tmp_path / "sub" / "grid.jpg"
+    write_picture(str(out), grid)
+    assert cv2.imread(str(out)) is not None
+    assert [p for p in os.listdir(out.parent) if p != "grid.jpg"] == []
+
+
+def test_preview_cli(tmp_path):
+    import sys
+    root = tmp_path / "root"
+    (root / "batch_01_vt").mkdir(parents=True)
+    images, anns = [], []
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        name = f"batch_01_vt/{i:04d}.jpg"
+        cv2.imwrite(str(root / name), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        images.append(dict(id=10 + i, file_name=name, height=64, width=64))
+        anns.append(dict(id=100 + i, image_id=10 + i, category_id=2, iscrowd=0, area=400.0,
+                         segmentation=[[10, 10, 30, 10, 30, 30, 10, 30]], bbox=[10, 10, 20, 20]))
+        anns.append(dict(id=200 + i, image_id=10 + i, category_id=9, iscrowd=0, area=100.0,
+                         segmentation=[[40, 40, 50, 40, 50, 50, 40, 50]], bbox=[40, 40, 10, 10]))
+    cats = [dict(id=2, name="Paper"), dict(id=9, name="Battery")]
+    (root / "train.json").write_text(json.dumps(dict(images=images, annotations=anns, categories=cats)))
+    out = tmp_path / "grid.jpg"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-m", "viz.preview", "--data-root", str(root), "--json", "train.json",
+                        "--n", "3", "--out", str(out), "--copy-paste", "--crop-size", "64"],
+                       cwd=repo, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert cv2.imread(str(out)) is not None
+    r = subprocess.run([sys.executable, "-m", "viz.preview", "--data-root", str(root), "--json", "nope.json"],
+                       cwd=repo, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()] and "nope.json" in r.stderr
+
+
 # ------------------------------------------------------------------------------------------------ browser
 def find_chromium():
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
