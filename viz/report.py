@@ -20,7 +20,8 @@ from data.rcs import rare_first
 from viz import ReportError, draw
 from viz.site import (IMG_DIR, Item, Panel, SiteWriter, bar, class_label, error_legend_html, esc, figure,
                       gallery, json_block, legend_html, safe_name, table)
-from viz.stats import DataStats, confusion, dataset_stats, scores
+from data.stats import DataStats, dataset_stats
+from viz.stats import confusion, scores
 
 CLASS_COLORS = [tuple(int(v) for v in draw.LUT[c]) for c in range(NUM_CLASSES)]
 SERIES = [(30, 110, 220), (220, 90, 30), (40, 160, 60), (150, 50, 170), (120, 120, 120), (200, 40, 90)]
@@ -138,10 +139,10 @@ def data_section(ctx: Ctx, ds, json_names: Sequence[str]) -> tuple[str, str, str
     idx = pick(st.classes, ctx.max_images, ctx.seed)
     items = []
     for k, i in enumerate(idx):
-        rec, mask = ds.images[i], ds.load_mask(i)
+        (w, h), mask = ds.image_size(i), ds.load_mask(i)
         panel = photo_panel(ctx, "data", k, ds.image_ids[i], ds.load_image(i), mask)
         n_obj = len(ds.annotations(i)) if mask is not None else 0
-        items.append(Item([panel], f'<b>{esc(ds.image_ids[i])}</b> {rec["width"]}×{rec["height"]}, {n_obj} objects'
+        items.append(Item([panel], f'<b>{esc(ds.image_ids[i])}</b> {w}×{h}, {n_obj} objects'
                           f'<br>{class_chips(st.classes[i])}', st.classes[i], {"objects": n_obj}))
     note = (f"all {len(idx)} images" if len(idx) == st.n_images else
             f"{len(idx)} of {st.n_images} images, sampled so that every class shows up (rarest classes first)")

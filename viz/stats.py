@@ -1,61 +1,9 @@
-"""Numbers for the report: data-set statistics and per-image / whole-set segmentation scores (SPEC §1, §3)."""
+"""Numbers for the report: per-image / whole-set segmentation scores (SPEC §3)."""
 from __future__ import annotations
-
-from collections import Counter
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from data.classes import IGNORE_INDEX, NUM_CLASSES
-
-
-@dataclass
-class DataStats:
-    n_images: int = 0
-    n_labelled: int = 0
-    ann_count: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, np.int64))
-    images_with: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, np.int64))  # by annotation
-    pixels: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES + 1, np.int64))  # last slot: 255
-    cooc: np.ndarray = field(default_factory=lambda: np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64))
-    sizes: Counter = field(default_factory=Counter)          # (W, H) → images
-    objects: list[int] = field(default_factory=list)         # per labelled image
-    classes: list[list[int]] = field(default_factory=list)   # per image: annotated class ids, sorted ([] unlabelled)
-
-    @property
-    def n_annotations(self) -> int:
-        return int(self.ann_count.sum())
-
-
-def dataset_stats(ds) -> DataStats:
-    """One pass over a CocoSegDataset: annotations are read from the index, masks painted (cached), images not decoded.
-
-    Counts come from annotations (an object hidden under others still counts); pixel shares from the painted masks,
-    so overlaps count once, for the class on top. Images with a ready mask_file count the classes in their mask.
-    """
-    st = DataStats(n_images=len(ds))
-    for i, rec in enumerate(ds.images):
-        st.sizes[(int(rec["width"]), int(rec["height"]))] += 1
-        if not ds.is_labelled(i):
-            st.classes.append([])
-            continue
-        st.n_labelled += 1
-        mask = ds.load_mask(i)
-        hist = np.bincount(mask.ravel(), minlength=256)
-        st.pixels[:NUM_CLASSES] += hist[:NUM_CLASSES]
-        st.pixels[NUM_CLASSES] += hist[IGNORE_INDEX]
-        anns = ds.annotations(i)
-        if anns:
-            cls = [c for _, c, _ in anns]
-        else:  # mask_file image: one "object" per class present
-            cls = [c for c in range(1, NUM_CLASSES) if hist[c]]
-        for c in cls:
-            st.ann_count[c] += 1
-        present = sorted(set(cls))
-        st.images_with[present] += 1
-        st.cooc[np.ix_(present, present)] += 1
-        st.objects.append(len(cls))
-        st.classes.append(present)
-    return st
 
 
 def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
