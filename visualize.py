@@ -43,9 +43,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> str:
     from data.coco import CocoSegDataset, DataError
     from viz import ReportError
-    from viz.report import (Ctx, aug_section, check_inputs, data_section, pseudo_section, run_sections,
-                            submission_section)
+    from viz.data_section import data_section
+    from viz.preview import aug_section
+    from viz.pseudo_section import pseudo_section
+    from viz.report import Ctx, check_inputs
+    from viz.run_section import run_sections
     from viz.site import SiteWriter, page
+    from viz.submission_section import submission_section
 
     t0 = time.time()
     try:

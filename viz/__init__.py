@@ -1,5 +1,6 @@
-"""viz/: the static report site that visualize.py writes — pictures (draw), numbers (stats), HTML (site), and the
-sections that tie them to data, runs, submissions and pseudo-labels (report). Imports data/, models/, csrc/; nothing
+"""viz/: the static report site that visualize.py writes — pictures (draw), numbers (stats), HTML (site), what the
+sections share (report) and one module per section: data_section, run_section, submission_section, pseudo_section,
+and the augmentation section beside the augmentation preview tool (preview). Imports data/, models/, csrc/; nothing
 there imports viz/.
 """
 

@@ -1,9 +1,10 @@
-"""The train pipeline's augmentations as a picture: a grid of augmented samples, each as [image | mask overlay], with
-a legend of the classes shown, drawn with viz/draw's palette, overlay and legend.
+"""The train pipeline's augmentations as pictures, drawn with viz/draw's palette, overlay and legend: a grid of
+augmented samples, each as [image | mask overlay], with a legend of the classes shown, and the report's
+augmentation section.
 
     python -m viz.preview --data-root R --json train.json --n 16 --out grid.jpg [--copy-paste] [--seed 0]
 
-Samples come from data.loader.TrainSet, so the grid shows exactly what training draws for these seeds.
+The grid's samples come from data.loader.TrainSet, so it shows exactly what training draws for these seeds.
 """
 from __future__ import annotations
 
@@ -17,8 +18,13 @@ import cv2
 import numpy as np
 
 from data.classes import IGNORE_INDEX, NUM_CLASSES
+from data.coco import CocoSegDataset
 from data.io import atomic_write_bytes
+from data.loader import TrainSet
+from data.transforms import DatasetSource, build_transform
 from viz import draw
+from viz.report import Ctx, class_chips, photo_panel
+from viz.site import Item, esc, gallery, legend_html
 
 
 def preview_grid(samples: Sequence[tuple], cell: int = 256, titles: Optional[Sequence[str]] = None) -> np.ndarray:
@@ -57,6 +63,35 @@ def write_picture(path: str, rgb: np.ndarray) -> None:
     atomic_write_bytes(path, draw.encode(rgb, ".jpg" if ext == ".jpeg" else ext, quality=92))
 
 
+def aug_section(ctx: Ctx, ds, n: int, crop_size: int) -> tuple[str, str, str]:
+    """The report's augmentation section: n labelled images as they are, through the train preset, and through it
+    with copy-paste (p=1)."""
+    labelled = [i for i in range(len(ds)) if ds.is_labelled(i)]
+    if not labelled:
+        return "aug", "Augmentation preview", '<p class="note">The JSON has no labels to augment.</p>'
+    plain = build_transform("train", crop_size)
+    cp = build_transform("train", crop_size, copy_paste_source=DatasetSource(ds), copy_paste_p=1.0)
+    rng = np.random.default_rng(ctx.seed)
+    idx = sorted(rng.choice(labelled, size=min(n, len(labelled)), replace=False).tolist())
+    items = []
+    for k, i in enumerate(idx):
+        image, mask, image_id = ds.load_image(i), ds.load_mask(i), ds.image_ids[i]
+        a_img, a_mask = plain(image, mask, np.random.default_rng([ctx.seed, i, 0]))
+        c_img, c_mask = cp(image, mask, np.random.default_rng([ctx.seed, i, 1]))
+        panels = [photo_panel(ctx, "aug", k, image_id, image, mask, "original", "_o"),
+                  photo_panel(ctx, "aug", k, image_id, a_img, a_mask, "train preset", "_a"),
+                  photo_panel(ctx, "aug", k, image_id, c_img, c_mask, "train + copy-paste", "_c")]
+        cls = sorted({int(c) for m in (mask, a_mask, c_mask) for c in np.unique(m) if 0 < c < NUM_CLASSES})
+        items.append(Item(panels, f"<b>{esc(image_id)}</b><br>{class_chips(cls)}", cls,
+                          {"objects": len(ds.annotations(i))}))
+    return "aug", "Augmentation preview", (
+        f'<p class="note">{len(items)} samples through the train preset at crop {crop_size} (seed {ctx.seed}), '
+        f'without and with copy-paste (p=1, so every sample shows it). White = 255 (padding, blended '
+        f'copy-paste borders).</p><details><summary>pipelines</summary><pre class="note">{esc(repr(plain))}\n\n'
+        f'{esc(repr(cp))}</pre></details>' + legend_html() +
+        gallery("aug", items, [("objects", "most objects first", -1)]))
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m viz.preview", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,10 +107,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    from data.coco import CocoSegDataset
-    from data.loader import TrainSet
-    from data.transforms import build_transform
-
     ds = CocoSegDataset(args.data_root, [args.json])
     if not ds.has_labels:
         sys.exit(f"error: {args.json} has no annotations: nothing to preview")
