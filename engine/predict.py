@@ -236,7 +236,7 @@ def apply_winograd(nets: Sequence[torch.nn.Module], args, device: torch.device, 
         return False
     why = ("the device is not the CPU" if device.type != "cpu" else
            f"--amp resolves to {amp}, not fp32" if amp != "none" else
-           "--compile lets inductor compile the convolutions" if args.compile else
+           "--compile lets inductor compile the convolutions" if getattr(args, "compile", False) else
            "this torch has no NNPACK for this CPU" if not winograd.available() else "")
     if why:
         if args.winograd == "on":
@@ -248,7 +248,8 @@ def apply_winograd(nets: Sequence[torch.nn.Module], args, device: torch.device, 
 
 
 def inference_settings(args, device: torch.device) -> tuple[str, dict]:
-    """infer.py's and pseudo_label.py's --amp, --mode / --crop-size / --stride and --compile, checked:
+    """infer.py's and pseudo_label.py's --amp, --mode / --crop-size / --stride and --compile (absent: off; the
+    report has no --compile), checked:
     (amp, mode kwargs for tta_accumulate). A bad combination ends the script with one line (exit 2 via cli_errors)."""
     # auto: bf16 on CUDA and on a CPU with native bf16, else fp32; rank 0's choice on every rank (nodes may differ)
     amp = D.from_main(resolve_amp(args.amp, device))
@@ -259,6 +260,6 @@ def inference_settings(args, device: torch.device) -> tuple[str, dict]:
         mode = mode_kwargs(args)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    if args.compile and mode["mode"] != "whole":
+    if getattr(args, "compile", False) and mode["mode"] != "whole":
         raise SystemExit("error: --compile covers --mode whole only (the slide loop runs eagerly)")
     return amp, mode

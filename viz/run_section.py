@@ -10,19 +10,24 @@ import time
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
+from csrc import ops
 from data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from data.coco import CocoSegDataset
+from engine.dist import resolve_device
+from engine.predict import apply_winograd, inference_settings, predict_view
+from models import load_model
 from viz import ReportError, draw
 from viz.report import (SERIES, Ctx, _iou_bars, class_chips, find_json, pct, photo_panel, picture_panel,
                         read_run)
 from viz.site import IMG_DIR, Item, error_legend_html, esc, figure, gallery, json_block, table
-from viz.stats import confusion, scores
 
 
-def run_sections(ctx: Ctx, run_dirs: Sequence[str], eval_json: str | None, device: str,
+def run_sections(ctx: Ctx, run_dirs: Sequence[str], eval_json: str | None, settings,
                  worst: int) -> list[tuple[str, str, str]]:
-    from data.coco import CocoSegDataset
-
+    """One section per run (its checkpoint scored on eval_json, else its args.json's val_json, with `settings`: see
+    predictor), and a comparison first when there are several."""
     runs = [read_run(d) for d in run_dirs]
     out = []
     evals = []
@@ -33,7 +38,7 @@ def run_sections(ctx: Ctx, run_dirs: Sequence[str], eval_json: str | None, devic
             ej = find_json(ej, ctx.data_root, "--eval-json / args.json val_json")
             ds = CocoSegDataset(ctx.data_root, [ej])
             try:
-                res = evaluate_run(ctx, run, ds, ej, device)
+                res = evaluate_run(ctx, run, ds, ej, settings)
             except ReportError as e:  # an unloadable checkpoint costs the predictions, not the report
                 print(f"warning: {e}; run {run['name']} shown without predictions", file=sys.stderr)
                 run["ckpt_error"] = str(e)
@@ -44,60 +49,66 @@ def run_sections(ctx: Ctx, run_dirs: Sequence[str], eval_json: str | None, devic
     return out
 
 
-def predictor(ckpt: str, device: str) -> Callable[[np.ndarray], np.ndarray]:
-    """uint8 RGB (H, W, 3) → uint8 (H, W) argmax labels from a checkpoint, one image at a time (the eval preset:
-    full size, padded to a multiple of 32 with the mean colour, cropped back)."""
-    import torch
-    import torch.nn.functional as F
+def predictor(ckpt: str, settings) -> tuple[Callable, str]:
+    """The checkpoint's single-scale prediction through engine.predict with infer.py's settings (`settings` holds
+    add_amp_arg's, add_mode_args' and add_winograd_arg's flags and --device), and a line naming them.
 
-    from models import load_model
-
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       "cpu" if device == "auto" else device)
+    predict(uint8 RGB (H, W, 3), uint8 mask (H, W) or None) → (uint8 (H, W) labels, int64 (C, C) confusion matrix
+    from csrc.ops.confusion_matrix, or None): the logits and the matrix infer.py --eval's single-scale score sums."""
+    dev = resolve_device(settings.device)
+    amp, mode = inference_settings(settings, dev)
     try:
-        model = load_model(ckpt, map_location=dev)
+        model = load_model(ckpt, map_location="cpu").to(dev).eval()
     except Exception as e:  # noqa: BLE001 - any load failure (format, keys, unpickling) becomes one line
         first = re.sub(r"\x1b\[[0-9;]*m", "", str(e).strip()).splitlines()[0]  # torch bolds parts of its messages
         raise ReportError(f"{ckpt}: cannot load checkpoint ({type(e).__name__}: {first})") from None
-    model.eval()
+    wino = apply_winograd([model], settings, dev, amp)
 
-    @torch.inference_mode()
-    def predict(image: np.ndarray) -> np.ndarray:
-        h, w = image.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(dev)  # (1, 3, H, W) uint8
-        x = model.normalize(x)  # (1, 3, H, W) float
-        ph, pw = -h % 32, -w % 32
-        x = F.pad(x, (0, pw, 0, ph))  # zero = the mean colour after normalisation
-        logits = model(x)[:, :, :h, :w]  # (1, C, H, W)
-        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+    @torch.no_grad()
+    def predict(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, torch.Tensor | None]:
+        img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(dev)  # (1, 3, H, W) uint8
+        logits = predict_view(model, model.normalize(img), amp, **mode)  # (1, C, H, W)
+        cm = None if mask is None else ops.confusion_matrix(
+            logits, torch.from_numpy(mask)[None].to(dev), model.num_classes)  # (C, C) int64
+        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy(), cm
 
-    return predict
+    how = (f"{mode['mode']} mode" + (f" (window {mode['crop_size']}, stride {mode['stride']})" if "crop_size" in mode
+                                     else "") + f", amp {amp}, Winograd {'on' if wino else 'off'}, {dev}")
+    return predict, how
 
 
-def evaluate_run(ctx: Ctx, run: dict, ds, ej: str, device: str) -> dict:
-    """The run's checkpoint over up to max_images of the JSON: predictions, per-image scores, one set confusion
-    matrix (SPEC §3)."""
-    predict = predictor(run["ckpt"], device)
+def scores(cm: torch.Tensor) -> dict:
+    """csrc.ops.miou's metrics of a confusion matrix for the page: per-class IoU as floats, None where the class is
+    in neither ground truth nor prediction."""
+    m = ops.miou(cm)
+    return {"iou": [None if v != v else v for v in m["iou"].tolist()], "miou": m["miou"], "acc": m["acc"],
+            "macc": m["macc"]}
+
+
+def evaluate_run(ctx: Ctx, run: dict, ds, ej: str, settings) -> dict:
+    """The run's checkpoint over up to max_images of the JSON (predictor): predictions, per-image scores and one
+    confusion matrix over all of them (SPEC §3), so over the whole JSON its mIoU is infer.py --eval's."""
+    predict, how = predictor(run["ckpt"], settings)
     n = len(ds)
     idx = list(range(n)) if n <= ctx.max_images else \
         sorted(np.random.default_rng(ctx.seed).choice(n, ctx.max_images, replace=False).tolist())
     t0 = time.time()
-    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    cm = None
     per = []
     for k, i in enumerate(idx):
         image, gt = ds.load_image(i), ds.load_mask(i)
-        pred = predict(image)
+        pred, cm_i = predict(image, gt)
         rec = {"i": i, "pred": pred}
-        if gt is not None:
-            cm_i = confusion(gt, pred)
-            cm += cm_i
-            rec.update(iou=scores(cm_i)["miou"], wrong=float(((gt != pred) & (gt != IGNORE_INDEX)).mean()))
+        if cm_i is not None:
+            cm = cm_i if cm is None else cm + cm_i
+            rec.update(iou=ops.miou(cm_i)["miou"], wrong=float(((gt != pred) & (gt != IGNORE_INDEX)).mean()))
         per.append(rec)
         if (k + 1) % 25 == 0:
             ctx.log(f"  {run['name']}: {k + 1}/{len(idx)} images predicted ({time.time() - t0:.0f}s)")
-    ctx.log(f"run {run['name']}: {len(idx)} images of {ej} predicted in {time.time() - t0:.1f}s")
-    return {"ds": ds, "json": ej, "per": per, "n_total": n, "labelled": ds.has_labels,
-            "cm": cm, "scores": scores(cm) if ds.has_labels else None}
+    ctx.log(f"run {run['name']}: {len(idx)} images of {ej} predicted in {time.time() - t0:.1f}s ({how})")
+    labelled = cm is not None
+    return {"ds": ds, "json": ej, "per": per, "n_total": n, "labelled": labelled, "how": how,
+            "cm": cm.cpu().numpy() if labelled else None, "scores": scores(cm) if labelled else None}
 
 
 def _run_html(ctx: Ctx, r_i: int, run: dict, res: dict | None, ej: str, worst: int) -> str:
@@ -169,14 +180,15 @@ def _eval_html(ctx: Ctx, r_i: int, run: dict, res: dict, worst: int) -> str:
     ds, per = res["ds"], res["per"]
     used = f"{len(per)} of {res['n_total']}" if len(per) < res["n_total"] else f"all {len(per)}"
     parts = [f'<h3>Predictions of {esc(os.path.basename(run["ckpt"]))} on {esc(res["json"])}</h3>'
-             f'<p class="note">{used} images (--max-images), full size, single scale, on this machine.</p>']
+             f'<p class="note">{used} images (--max-images), full size, single scale, as infer.py predicts them '
+             f'with the same flags ({esc(res["how"])}).</p>']
     if res["scores"]:
         sc = res["scores"]
         parts.append(table(["mIoU", "pixel accuracy", "mean class accuracy"],
                            [[f"{sc['miou']:.4f}", f"{sc['acc']:.4f}", f"{sc['macc']:.4f}"]]))
-        parts.append('<p class="note">One confusion matrix over all evaluated images (SPEC §3); the per-image IoU '
-                     'below averages only the classes present in that image\'s ground truth or prediction, a '
-                     'different number.</p>')
+        parts.append('<p class="note">One confusion matrix over all evaluated images (SPEC §3), scored as '
+                     'validation and infer.py --eval score it; the per-image IoU below averages only the classes '
+                     'present in that image\'s ground truth or prediction, a different number.</p>')
         hm = draw.heatmap(res["cm"], CLASSES, "confusion matrix (rows: ground truth, columns: prediction)")
         parts.append(figure(ctx.site.image(f"{IMG_DIR}/run{r_i}/confusion.png", hm),
                             "row-normalised: each row sums to 100% of that class's ground-truth pixels"))
