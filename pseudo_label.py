@@ -176,8 +176,8 @@ def main(args: argparse.Namespace) -> dict:
         entries = [e for e in entries if e[0] in keep]
     entries.sort(key=lambda e: e[0])
     # Ids are renumbered: each source COCO file numbers its own images (val.json and test.json both from 0), so
-    # copying them made pseudo.json fail to load with "duplicate image id". The dataset position is unique; the
-    # file_name stays the image's identity, and the source's id is kept for reference.
+    # copied ids would collide and pseudo.json would fail to load ("duplicate image id"). The dataset position is
+    # unique; the file_name stays the image's identity, and the source's id is kept for reference.
     for k, (_, rec) in enumerate(entries):
         rec["source_id"] = rec["id"]
         rec["id"] = k
