@@ -48,9 +48,10 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 
 def resolve_json(path: str, data_root: str) -> str:
-    """Where a COCO JSON named on a command line or in args.json is: the path as given when it is absolute or exists,
-    else the same path under the data root. So `--json train.json` means DATA_ROOT/train.json, as the Makefile and
-    the competition's layout name it, and a file elsewhere is named by its own path."""
+    """Where a COCO JSON (or a folder of photos, data.semi's pool) named on a command line or in args.json is: the
+    path as given when it is absolute or exists, else the same path under the data root. So `--json train.json`
+    means DATA_ROOT/train.json, as the Makefile and the competition's layout name it, and a file elsewhere is named
+    by its own path."""
     path = os.fspath(path)
     if os.path.isabs(path) or os.path.exists(path):
         return path
