@@ -23,7 +23,7 @@ import torch
 from csrc import ops
 from data.classes import CLASSES
 from data.coco import CocoSegDataset, DataError
-from data.io import atomic_write_json
+from data.io import atomic_write_json, resolve_json
 from data.probs import load_probs
 from data.submission import SUB_SIZE, SubmissionError, SubmissionWriter, read_submission, validate
 from engine.cli import cli_errors
@@ -67,8 +67,7 @@ def _gt_at(ds: CocoSegDataset, i: int, size: tuple[int, int] | None) -> torch.Te
 
 
 def main(args: argparse.Namespace) -> dict:
-    json_path = args.json if (os.path.isabs(args.json) or os.path.exists(args.json)) \
-        else os.path.join(args.data_root, args.json)
+    json_path = resolve_json(args.json, args.data_root)
     try:
         ds = CocoSegDataset(args.data_root, json_path)
     except DataError as e:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import models
 from csrc import ops
 from data.classes import CLASSES
-from data.io import output_collisions, output_relpath, write_palette_png
+from data.io import output_collisions, output_relpath, resolve_json, write_palette_png
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from data.probs import save_probs
@@ -31,8 +31,7 @@ from data.submission import (OrderedSubmission, SubmissionError, expected_ids, f
                              validate)
 from engine import dist as D
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
-from engine.predict import TTA_RATIOS, add_mode_args, add_winograd_arg, apply_winograd, inference_settings, \
-    tta_accumulate
+from engine.predict import add_inference_args, apply_winograd, inference_settings, tta_accumulate, tta_views
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -41,20 +40,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default="demo_data")
     p.add_argument("--json", default="test.json", help="relative to --data-root unless it exists as given")
     p.add_argument("--out", default=None, help="submission CSV (default: next to the checkpoint); '' for none")
-    p.add_argument("--tta", action="store_true",
-                   help=f"views at {TTA_RATIOS} × the longer side (256..640 for 512 px) × horizontal flip")
-    p.add_argument("--scales", type=int, nargs="+", default=None,
-                   help="explicit longer-side sizes of the views (instead of --tta's ratios)")
-    p.add_argument("--flip", action="store_true", help="add horizontally flipped views")
-    add_mode_args(p)  # --mode whole|slide --crop-size --stride (mmseg test_cfg)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],
-                   help="auto: bf16 on CUDA and on a CPU with native bf16 (avx512_bf16/amx_bf16), else fp32 (none)")
-    p.add_argument("--compile", action="store_true", help="torch.compile each view's forward with the fused merge")
-    add_winograd_arg(p)
+    add_inference_args(p)  # views, --mode, --batch-size, --workers, --amp, --compile, --winograd, --device
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--device", default="auto")
     p.add_argument("--save-probs", default=None, metavar="DIR", help="per-image class probabilities (.npz)")
     p.add_argument("--probs-size", type=int, default=256, help="side of saved probabilities; 0 = image size")
     p.add_argument("--probs-dtype", default="uint8", choices=["uint8", "float16"])
@@ -79,8 +66,7 @@ def main(args: argparse.Namespace) -> dict:
     info = D.init(args.device)
     dev = info.device
     amp, mode = inference_settings(args, dev)
-    json_path = args.json if (os.path.isabs(args.json) or os.path.exists(args.json)) \
-        else os.path.join(args.data_root, args.json)
+    json_path = resolve_json(args.json, args.data_root)
     out = args.out if args.out is not None else os.path.join(os.path.dirname(os.path.abspath(args.ckpt)),
                                                              "submission.csv")
     try:
@@ -104,8 +90,7 @@ def main(args: argparse.Namespace) -> dict:
         clash = output_collisions(ds.image_ids, ext) if folder else None
         if clash:  # one file would silently hold the other image's result
             sys.exit(f"error: {json_path}: images {clash[0]!r} and {clash[1]!r} would share one file in {folder}")
-    scales = list(args.scales or (TTA_RATIOS if args.tta else [None]))
-    flip = args.flip or args.tta
+    scales, flip = tta_views(args)
     nviews = len(scales) * (2 if flip else 1)
     C = model.num_classes
 

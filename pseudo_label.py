@@ -27,10 +27,10 @@ from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from engine import dist as D
 from engine.pseudo import ClassBalancedSelector, quantise, stability, stable_subset
-from data.io import atomic_write_text, output_collisions, output_relpath, write_palette_png
+from data.io import atomic_write_text, output_collisions, output_relpath, resolve_json, write_palette_png
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
-from engine.predict import TTA_RATIOS, add_mode_args, add_winograd_arg, apply_winograd, forward_padded, \
-    inference_settings, tta_accumulate
+from engine.predict import add_inference_args, apply_winograd, forward_padded, inference_settings, tta_accumulate, \
+    tta_views
 
 DEFAULT_THRESHOLD = 0.6  # README "Pseudo-labelling": the kept-label mIoU peaks here on held-out data
 
@@ -50,18 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="the teacher's earlier checkpoints (e.g. its iter_N.pt): pseudo.json lists only the "
                         "--stable-share of images whose labels these agree with most (ST++ stable-image selection)")
     p.add_argument("--stable-share", type=float, default=0.5, help="with --stable-ckpts: share of images listed")
-    p.add_argument("--tta", action="store_true",
-                   help=f"views at {TTA_RATIOS} × the longer side (256..640 for 512 px) × horizontal flip")
-    p.add_argument("--scales", type=int, nargs="+", default=None)
-    p.add_argument("--flip", action="store_true")
-    add_mode_args(p)  # --mode whole|slide --crop-size --stride (mmseg test_cfg)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],
-                   help="auto: bf16 on CUDA and on a CPU with native bf16 (avx512_bf16/amx_bf16), else fp32 (none)")
-    p.add_argument("--compile", action="store_true", help="torch.compile each view's forward with the fused merge")
-    add_winograd_arg(p)
-    p.add_argument("--device", default="auto")
+    add_inference_args(p)  # views, --mode, --batch-size, --workers, --amp, --compile, --winograd, --device
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip unreadable/corrupt images and bad records (listed at the end; they get no pseudo-label)")
     return p
@@ -80,7 +69,7 @@ def main(args: argparse.Namespace) -> dict:
         sys.exit(f"error: --threshold must be in [0, 1), got {args.threshold}")
     if not 0.0 < args.keep <= 1.0:
         sys.exit(f"error: --keep must be in (0, 1], got {args.keep}")
-    jsons = [j if (os.path.isabs(j) or os.path.exists(j)) else os.path.join(args.data_root, j) for j in args.json]
+    jsons = [resolve_json(j, args.data_root) for j in args.json]
     teachers = []
     for c in args.ckpt:
         try:
@@ -109,8 +98,7 @@ def main(args: argparse.Namespace) -> dict:
     clash = output_collisions(ds.image_ids, ".png")
     if clash:  # one PNG would silently carry the other image's labels
         sys.exit(f"error: images {clash[0]!r} and {clash[1]!r} would share one pseudo-label PNG; rename one")
-    scales = list(args.scales or (TTA_RATIOS if args.tta else [None]))
-    flip = args.flip or args.tta
+    scales, flip = tta_views(args)
 
     os.makedirs(out, exist_ok=True)
     loader = build_eval_loader(ds, batch_size=args.batch_size, workers=args.workers, rank=info.rank,
@@ -188,8 +176,8 @@ def main(args: argparse.Namespace) -> dict:
         entries = [e for e in entries if e[0] in keep]
     entries.sort(key=lambda e: e[0])
     # Ids are renumbered: each source COCO file numbers its own images (val.json and test.json both from 0), so
-    # copying them made pseudo.json fail to load with "duplicate image id". The dataset position is unique; the
-    # file_name stays the image's identity, and the source's id is kept for reference.
+    # copied ids would collide and pseudo.json would fail to load ("duplicate image id"). The dataset position is
+    # unique; the file_name stays the image's identity, and the source's id is kept for reference.
     for k, (_, rec) in enumerate(entries):
         rec["source_id"] = rec["id"]
         rec["id"] = k

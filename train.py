@@ -41,6 +41,7 @@ import models
 from models import fetch
 from data import NUM_CLASSES
 from data.coco import CocoSegDataset, DataError
+from data.io import resolve_json
 from data.loader import build_eval_loader, build_train_loader
 from data.transforms import TRAIN_DEFAULTS, build_transform
 from engine import chaos
@@ -149,13 +150,10 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             args.val_json = os.path.join(folds, f"val_fold{args.fold}.json")
     args.train_json = args.train_json or ["train.json"]
     args.val_json = "val.json" if args.val_json is None else args.val_json
-
-    def where(j: str) -> str:
-        return j if (os.path.isabs(j) or os.path.exists(j)) else os.path.join(args.data_root, j)
-    args.train_json = [where(j) for j in args.train_json]
-    args.val_json = where(args.val_json) if args.val_json else ""
+    args.train_json = [resolve_json(j, args.data_root) for j in args.train_json]
+    args.val_json = resolve_json(args.val_json, args.data_root) if args.val_json else ""
     for k in ("pseudo_json", "unlabelled_json"):
-        setattr(args, k, [where(j) for j in getattr(args, k)] if getattr(args, k) else None)
+        setattr(args, k, [resolve_json(j, args.data_root) for j in getattr(args, k)] if getattr(args, k) else None)
     args.resume_auto = args.resume == "auto"
     imbalance.resolve(args)  # --balance fills the imbalance options it names; a bad one exits 2
     if args.resume == "auto":

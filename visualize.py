@@ -16,6 +16,9 @@ import datetime
 import sys
 import time
 
+from engine.cli import cli_errors
+from engine.predict import add_amp_arg, add_mode_args, add_winograd_arg
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -30,11 +33,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--pseudo", default=None, help="a pseudo-label folder holding pseudo.json")
     p.add_argument("--preview-aug", action="store_true", help="show train-preset samples, with copy-paste")
     p.add_argument("--aug-n", type=int, default=8, help="samples in the augmentation preview")
-    p.add_argument("--crop-size", type=int, default=512, help="train-preset crop for the preview")
+    p.add_argument("--aug-crop-size", type=int, default=512, help="train-preset crop for the preview")
     p.add_argument("--max-images", type=int, default=200, help="per gallery, and images each run is evaluated on")
     p.add_argument("--worst", type=int, default=24, help="worst images shown per run")
     p.add_argument("--thumb", type=int, default=512, help="longest side of the pictures written")
     p.add_argument("--device", default="auto", help="for the runs' predictions: auto, cpu, cuda")
+    # The runs' predictions take infer.py's flags and defaults, so their mIoU is infer.py --eval's single-scale one.
+    add_amp_arg(p)
+    add_mode_args(p)
+    add_winograd_arg(p)
     p.add_argument("--seed", type=int, default=0, help="for sampling galleries and augmentations")
     p.add_argument("--skip-invalid", action="store_true", help="skip broken images/annotations in --json")
     return p
@@ -43,9 +50,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> str:
     from data.coco import CocoSegDataset, DataError
     from viz import ReportError
-    from viz.report import (Ctx, aug_section, check_inputs, data_section, pseudo_section, run_sections,
-                            submission_section)
+    from viz.data_section import data_section
+    from viz.preview import aug_section
+    from viz.pseudo_section import pseudo_section
+    from viz.report import Ctx, check_inputs
+    from viz.run_section import run_sections
     from viz.site import SiteWriter, page
+    from viz.submission_section import submission_section
 
     t0 = time.time()
     try:
@@ -54,13 +65,13 @@ def main(args: argparse.Namespace) -> str:
         ds = CocoSegDataset(args.data_root, jsons, skip_invalid=args.skip_invalid)
         sections = [data_section(ctx, ds, jsons)]
         if args.run:
-            sections += run_sections(ctx, args.run, args.eval_json, args.device, args.worst)
+            sections += run_sections(ctx, args.run, args.eval_json, args, args.worst)
         if args.csv:
             sections.append(submission_section(ctx, args.csv))
         if args.pseudo:
             sections.append(pseudo_section(ctx, args.pseudo))
         if args.preview_aug:
-            sections.append(aug_section(ctx, ds, args.aug_n, args.crop_size))
+            sections.append(aug_section(ctx, ds, args.aug_n, args.aug_crop_size))
     except (ReportError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -72,4 +83,5 @@ def main(args: argparse.Namespace) -> str:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    with cli_errors():
+        main(get_args_parser().parse_args())

@@ -4,7 +4,7 @@
     python bench/bench_data.py --data-root demo_data --json train.json --n 200 --rounds 3
     python bench/bench_data.py --loader-workers 4               # also: end-to-end DataLoader with 4 workers
 
-Runs ours (data/transforms.py) and torchvision.transforms.v2 doing the same steps, in the same process, interleaved
+Runs ours (data/transforms/) and torchvision.transforms.v2 doing the same steps, in the same process, interleaved
 round by round, on the same decoded samples (decode and mask are data.coco.CocoSegDataset's for both). Pinned to one
 thread (torch and OpenCV), as a DataLoader worker is. Reports samples per CPU-second (what one core sustains, least
 disturbed by other processes) and wall samples/s (best round). Target: ≥ 100 samples/s per core including decode.

@@ -47,13 +47,24 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         raise
 
 
+def resolve_json(path: str, data_root: str) -> str:
+    """Where a COCO JSON (or a folder of photos, data.semi's pool) named on a command line or in args.json is: the
+    path as given when it is absolute or exists, else the same path under the data root. So `--json train.json`
+    means DATA_ROOT/train.json, as the Makefile and the competition's layout name it, and a file elsewhere is named
+    by its own path."""
+    path = os.fspath(path)
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    return os.path.join(data_root, path)
+
+
 def output_relpath(image_id: str, ext: str) -> str:
     """An image's per-image output file (pseudo-label PNG, saved probabilities, palette mask) relative to the output
     folder: its file_name with `ext`, sub-folders kept.
 
     Absolute file_names and '..' components are folded into the folder: os.path.join(out, "/data/x.png") is
-    "/data/x.png", so pseudo_label.py wrote its PNGs beside the real images in the data root (which it must never
-    write into) and infer.py --save-masks/--save-probs wrote outside their folder.
+    "/data/x.png", which would put pseudo-labels beside the real images in the data root (pseudo_label.py never
+    writes there) and infer.py's --save-masks / --save-probs files outside their folder.
     """
     stem = os.path.splitext(image_id)[0].replace("\\", "/")
     parts = [q for q in stem.split("/") if q not in ("", ".", "..")]
@@ -63,8 +74,8 @@ def output_relpath(image_id: str, ext: str) -> str:
 def output_collisions(image_ids: list[str], ext: str) -> tuple[str, str] | None:
     """The first two image_ids sharing an output file (a.jpg and a.png both → a.png), or None.
 
-    Written one after the other, the second silently replaced the first, whose record then pointed at the other
-    image's labels (pseudo.json) or probabilities (ensemble.py)."""
+    Written one after the other, the second would replace the first without a word, and the first image's record
+    would point at the other image's labels (pseudo.json) or probabilities (ensemble.py)."""
     seen: dict[str, str] = {}
     for iid in image_ids:
         rel = output_relpath(iid, ext)

@@ -17,6 +17,7 @@ import signal
 import weakref
 from typing import Iterator, Optional
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader as _TorchDataLoader
@@ -237,16 +238,26 @@ _LIVE_ITERATORS: "weakref.WeakSet" = weakref.WeakSet()  # multi-process iterator
 
 
 class DataLoader(_TorchDataLoader):
-    """torch's DataLoader, whose worker processes are always shut down when the main process exits.
+    """torch's DataLoader, whose worker processes start without OpenCV's thread pool and are always shut down when
+    the main process exits.
 
-    Workers ignore SIGTERM (_worker_init), so when the main process left through an exception (a corrupt image
-    met in a worker, a NaN stop) the iterator still alive in the traceback kept its workers, and multiprocessing's
-    exit handler, which stops daemonic children with SIGTERM and then joins them, waited forever."""
+    A forked worker inherits OpenCV's pool state but not its threads, and resizing that pool (_worker_init's
+    setNumThreads(1)) then waits on threads that do not exist: the workers fork while the main process's pool is
+    at one thread, and it gets its size back once they have started. Workers ignore SIGTERM (_worker_init), so an
+    iterator still alive in the traceback of an exception (a corrupt image met in a worker, a NaN stop) would keep
+    its workers, and multiprocessing's exit handler, which stops daemonic children with SIGTERM and then joins
+    them, would wait forever: _shutdown_workers_at_exit stops them first."""
 
     def __iter__(self):
-        it = super().__iter__()
-        if self.num_workers > 0:
-            _LIVE_ITERATORS.add(it)
+        if self.num_workers == 0:
+            return super().__iter__()
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            it = super().__iter__()  # forks the workers (the first time, for persistent ones)
+        finally:
+            cv2.setNumThreads(threads)
+        _LIVE_ITERATORS.add(it)
         return it
 
 
@@ -264,12 +275,11 @@ def _shutdown_workers_at_exit() -> None:
 
 def _worker_init(_worker_id: int) -> None:
     # One OpenCV thread per worker: N workers on N cores, no oversubscription (torch already sets 1 thread there).
-    import cv2
     cv2.setNumThreads(1)
     # SIGTERM is the main process's to handle: torchrun's shutdown (os.killpg of each rank's session) and Slurm's
-    # scancel reach the workers too, and a worker dying of it took its rank down mid-step ("DataLoader worker ...
-    # is killed by signal: Terminated") before it could save. The main process decides when to stop; workers end
-    # with it (DataLoader shutdown, or its watchdog when the main process is gone).
+    # scancel reach the workers too, and a worker that died of it would take its rank down mid-step ("DataLoader
+    # worker ... is killed by signal: Terminated") before it could save. The main process decides when to stop;
+    # workers end with it (DataLoader shutdown, or its watchdog when the main process is gone).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 

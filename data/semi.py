@@ -154,7 +154,7 @@ def pool_images(items: list[str], data_root: str) -> list[dict]:
     data_root when inside it, absolute otherwise). A file listed twice is kept once; anything else is an error
     naming it (ValueError)."""
     from data.coco import load_coco_json
-    from data.io import probe_size
+    from data.io import probe_size, resolve_json
     root = os.path.abspath(data_root)
     records, seen = [], set()
 
@@ -164,7 +164,7 @@ def pool_images(items: list[str], data_root: str) -> list[dict]:
             seen.add(key)
             records.append({"id": len(records) + 1, "file_name": file_name, "width": int(w), "height": int(h)})
     for item in items:
-        path = item if (os.path.isabs(item) or os.path.exists(item)) else os.path.join(data_root, item)
+        path = resolve_json(item, data_root)  # a COCO file or a folder: as given, else under the data root
         if os.path.isdir(path):
             found = sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs
                            if f.lower().endswith(IMAGE_EXTS))

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from data.coco import DataError, _key, _valid_id, category_map, load_coco_json
+from data.coco.checks import DataError, _key, _valid_id, category_map, load_coco_json
 from data.io import atomic_write_json
 
 

@@ -200,6 +200,35 @@ def add_winograd_arg(p) -> None:
                         "relative error ~1e-5 (auto: on for fp32 CPU inference without --compile)")
 
 
+def add_amp_arg(p) -> None:
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],
+                   help="auto: bf16 on CUDA and on a CPU with native bf16 (avx512_bf16/amx_bf16), else fp32 (none)")
+
+
+def add_inference_args(p) -> None:
+    """The inference flags infer.py and pseudo_label.py share: the views (--tta, --scales, --flip, read by
+    tta_views), the test mode (add_mode_args), batching (--batch-size, --workers), precision and kernels (--amp,
+    --compile, --winograd, checked by inference_settings and apply_winograd) and --device."""
+    p.add_argument("--tta", action="store_true",
+                   help=f"views at {TTA_RATIOS} × the longer side (256..640 for 512 px) × horizontal flip")
+    p.add_argument("--scales", type=int, nargs="+", default=None,
+                   help="explicit longer-side sizes of the views (instead of --tta's ratios)")
+    p.add_argument("--flip", action="store_true", help="add horizontally flipped views")
+    add_mode_args(p)  # --mode whole|slide --crop-size --stride (mmseg test_cfg)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2)
+    add_amp_arg(p)
+    p.add_argument("--compile", action="store_true", help="torch.compile each view's forward with the fused merge")
+    add_winograd_arg(p)
+    p.add_argument("--device", default="auto")
+
+
+def tta_views(args) -> tuple[list, bool]:
+    """(scales, flip) of add_inference_args' flags: --scales, else --tta's TTA_RATIOS, else the image as it is
+    ([None]); flipped views with --flip or --tta."""
+    return list(args.scales or (TTA_RATIOS if args.tta else [None])), bool(args.flip or args.tta)
+
+
 def apply_winograd(nets: Sequence[torch.nn.Module], args, device: torch.device, amp: str) -> bool:
     """--winograd: swap the models' 3x3 convolutions to models.winograd's NNPACK path where it applies (fp32, CPU,
     eager); whether it did. `on` where it cannot apply ends the script with one line (exit 2 via cli_errors)."""
@@ -207,7 +236,7 @@ def apply_winograd(nets: Sequence[torch.nn.Module], args, device: torch.device, 
         return False
     why = ("the device is not the CPU" if device.type != "cpu" else
            f"--amp resolves to {amp}, not fp32" if amp != "none" else
-           "--compile lets inductor compile the convolutions" if args.compile else
+           "--compile lets inductor compile the convolutions" if getattr(args, "compile", False) else
            "this torch has no NNPACK for this CPU" if not winograd.available() else "")
     if why:
         if args.winograd == "on":
@@ -219,7 +248,8 @@ def apply_winograd(nets: Sequence[torch.nn.Module], args, device: torch.device, 
 
 
 def inference_settings(args, device: torch.device) -> tuple[str, dict]:
-    """infer.py's and pseudo_label.py's --amp, --mode / --crop-size / --stride and --compile, checked:
+    """infer.py's and pseudo_label.py's --amp, --mode / --crop-size / --stride and --compile (absent: off; the
+    report has no --compile), checked:
     (amp, mode kwargs for tta_accumulate). A bad combination ends the script with one line (exit 2 via cli_errors)."""
     # auto: bf16 on CUDA and on a CPU with native bf16, else fp32; rank 0's choice on every rank (nodes may differ)
     amp = D.from_main(resolve_amp(args.amp, device))
@@ -230,6 +260,6 @@ def inference_settings(args, device: torch.device) -> tuple[str, dict]:
         mode = mode_kwargs(args)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    if args.compile and mode["mode"] != "whole":
+    if getattr(args, "compile", False) and mode["mode"] != "whole":
         raise SystemExit("error: --compile covers --mode whole only (the slide loop runs eagerly)")
     return amp, mode

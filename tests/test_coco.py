@@ -389,6 +389,33 @@ def test_cli_masks_and_stats(root, tmp_path, capsys):
     assert line.split()[2] == "1"  # one Battery annotation
 
 
+def test_stats_have_one_definition(tmp_path, capsys):
+    """`data.coco stats` prints data.stats.dataset_stats, which the report's data section shows too: an object hidden
+    under another counts as an annotation and puts its class in the image; its pixels go to the class on top."""
+    from data.stats import dataset_stats
+    root = str(tmp_path / "root")
+    _write_img(os.path.join(root, "a.jpg"), np.zeros((20, 20, 3), np.uint8))
+    _write_img(os.path.join(root, "b.jpg"), np.zeros((20, 20, 3), np.uint8))
+    box = lambda x0, x1: [[x0, x0, x1, x0, x1, x1, x0, x1]]  # noqa: E731
+    anns = [  # the Battery's recorded area puts it first in painting order: the Paper covers it entirely
+        {"id": 1, "image_id": 1, "category_id": 9, "segmentation": box(5, 10), "area": 300.0, "iscrowd": 0},
+        {"id": 2, "image_id": 1, "category_id": 2, "segmentation": box(0, 20), "area": 200.0, "iscrowd": 0},
+        {"id": 3, "image_id": 2, "category_id": 2, "segmentation": box(0, 10), "area": 100.0, "iscrowd": 0}]
+    d = {"images": [{"id": 1, "file_name": "a.jpg", "width": 20, "height": 20},
+                    {"id": 2, "file_name": "b.jpg"}],  # no width/height: taken from the file
+         "annotations": anns, "categories": [{"id": 2, "name": "Paper"}, {"id": 9, "name": "Battery"}]}
+    jp = _dump(os.path.join(root, "t.json"), d)
+    st = dataset_stats(CocoSegDataset(root, jp))
+    assert st.ann_count[9] == 1 and st.images_with[9] == 1 and st.pixels[9] == 0
+    assert st.ann_count[2] == 2 and st.images_with[2] == 2 and st.pixels[2] == 400 + 100
+    assert st.sizes == {(20, 20): 2} and st.classes == [[2, 9], [2]] and st.objects == [2, 1]
+    capsys.readouterr()
+    assert coco_main(["stats", "--data-root", root, "--json", jp]) == 0
+    rows = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines() if ln[:3].strip().isdigit()}
+    assert rows["9"][1:] == ["Battery", "1", "0.00", "1", "50.0"]  # annotations, pixel %, images, image %
+    assert rows["2"][1:] == ["Paper", "2", "62.50", "2", "100.0"]
+
+
 def test_cli_masks_stay_in_out_and_refuse_shared_files(tmp_path):
     """'..' in a file_name must not write outside --out; a.jpg and a.png must not share (overwrite) one mask."""
     root = str(tmp_path / "root")

@@ -1,6 +1,7 @@
 """data/loader.py: the endless sharded sampler, seeded samples independent of workers/ranks, resume, eval sharding,
 collation and device transfer."""
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -111,6 +112,31 @@ def test_train_loader_same_samples_with_0_1_2_workers():
     assert ref[0]["mask"].shape == (2, 32, 32) and ref[0]["mask"].dtype == torch.int64
     _assert_same(_batches(1), ref)
     _assert_same(_batches(2), ref)
+
+
+def test_workers_start_after_opencv_ran_threaded_in_the_main_process():
+    """A worker forked while the main process's OpenCV pool has threads hangs resizing that pool (_worker_init)."""
+    import subprocess
+    import sys
+    code = """if True:
+        import cv2, numpy as np
+        from data import loader as L
+        from data.transforms import build_transform
+        from test_transforms import FakeDataset
+        threads = cv2.getNumThreads()
+        for _ in range(8):
+            cv2.resize(np.zeros((1500, 1500, 3), np.uint8), (700, 700), interpolation=cv2.INTER_AREA)  # pool busy
+            it = L.build_train_loader(FakeDataset(n=4), build_transform("train", 32), batch_size=2, seed=0,
+                                      workers=2, pin_memory=False)
+            next(it)
+            del it
+        assert cv2.getNumThreads() == threads  # the main process's pool gets its size back
+        print("ok")
+    """
+    tests = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(tests), capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(tests), tests])})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
 def test_train_loader_two_ranks_see_the_one_rank_global_batches():
