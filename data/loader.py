@@ -241,9 +241,20 @@ class DataLoader(_TorchDataLoader):
     exit handler, which stops daemonic children with SIGTERM and then joins them, waited forever."""
 
     def __iter__(self):
-        it = super().__iter__()
-        if self.num_workers > 0:
-            _LIVE_ITERATORS.add(it)
+        if self.num_workers == 0:
+            return super().__iter__()
+        # Workers start with SIGTERM blocked: a blocked signal mask is inherited across fork and exec, so it covers
+        # the seconds a spawn / forkserver worker spends importing before _worker_init runs (and the forkserver
+        # itself), where the default action would kill it. The main process only defers a SIGTERM that lands in
+        # this window: it is delivered when the mask is restored (or at once to another of its threads).
+        block = hasattr(signal, "pthread_sigmask")
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if block else None
+        try:
+            it = super().__iter__()
+        finally:
+            if block:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _LIVE_ITERATORS.add(it)
         return it
 
 

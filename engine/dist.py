@@ -74,6 +74,15 @@ def any_flag(flag: bool, info: DistInfo) -> bool:
     return bool(t.item() > 0)
 
 
+def max_int(value: int, info: DistInfo) -> int:
+    """The largest of every rank's `value`, on every rank (the loop's stop code: one all-reduce per step)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([float(value)], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def is_main() -> bool:
     """Whether this process is rank 0 (or alone), for code that has no DistInfo at hand."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

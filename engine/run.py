@@ -3,18 +3,29 @@ loading a resume state, and the one function that writes a checkpoint.
 
     run = Run(args, info, log)
     settle_precision(args, info)        # --amp resolved once per run, kept on resume
-    claim(run)                          # a new folder, a restart of this run's own files, or exit 2
+    pick_resume(args)                   # a bare --resume: the newest readable checkpoint in --out, or a fresh start
+    claim(run)                          # the folder's lease, then a new folder, a restart of this run's files, or exit 2
     state = load_resume(run)            # weights, optimiser, scaler, position; None on a fresh start
     restore_rng(run, state)             # every RNG, once the data loader exists
-    save(run, "last.pt", it)            # collective: every rank calls it, rank 0 writes atomically
+    save(run, ["last.pt"], it)          # collective: every rank calls it, rank 0 writes once, atomically
+
+Exit codes of train.py: 0 the run is complete; 143 (128 + SIGTERM) stopped by SIGTERM after saving last.pt;
+75 (EX_TEMPFAIL) stopped by --stop-after after saving last.pt; 2 a usage or folder error (another live job holds
+--out, a folder of another run, an unreadable --resume PATH); 3 a non-finite loss (nothing saved).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import atexit
 import math
 import os
+import signal
+import socket
 import sys
+import threading
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -27,16 +38,22 @@ from engine.evaluate import run_precision
 from engine.log import MetricsLog, atomic_write_text
 
 
+EXIT_STOPPED = 128 + signal.SIGTERM  # what a process killed by SIGTERM reports: schedulers count it as pre-empted
+EXIT_SLICED = 75  # EX_TEMPFAIL (sysexits.h): --stop-after's planned pause, to be continued with --resume
+
 # Settings that do not change what is trained (where output goes, how often it is written, how it is shown).
-_RUN_ONLY = {"amp_request", "resume", "resume_auto", "overwrite", "out", "workers", "no_progress", "log_interval", "eval_interval",
-             "ckpt_interval", "keep_ckpts", "stop_after", "device", "skip_invalid"}
+_RUN_ONLY = {"amp_request", "resume", "resume_auto", "overwrite", "out", "workers", "no_progress", "log_interval",
+             "eval_interval", "ckpt_interval", "keep_ckpts", "stop_after", "device", "skip_invalid"}
+# Run settings that still change the trained bits: each validation's DataLoader draws its base seed from the global
+# RNG, which drop path and dropout then continue from, so validating at other iterations shifts what follows.
+_SHIFTS_RNG = {"eval_interval"}
 
 
-def changed_settings(saved: dict, now: dict) -> list[str]:
-    """'name old → new' for every training setting that differs from the checkpoint's recorded arguments."""
+def changed_settings(saved: dict, now: dict, also: set[str] = frozenset()) -> list[str]:
+    """'name old → new' for every training setting (and each run setting in `also`) that differs from the
+    checkpoint's recorded arguments."""
     return [f"{k} {saved[k]!r} → {now[k]!r}" for k in sorted(now)
-            if k in saved and k not in _RUN_ONLY and saved[k] != now[k]]
-
+            if k in saved and (k not in _RUN_ONLY or k in also) and saved[k] != now[k]]
 
 
 @dataclass
@@ -60,6 +77,8 @@ class Run:
     miou: float = math.nan
     val_mode: dict = None  # engine.predict's mode_kwargs for validation (--val-mode whole|slide)
     criterion: Any = None  # engine.imbalance's loss: .main (decode head) and .aux
+    pending_val: bool = False  # a stop skipped the validation due at start_iter: it runs before the next step
+    lease: "Lease" = None  # rank 0's hold on --out
 
     @property
     def global_batch(self) -> int:
@@ -106,11 +125,116 @@ def _recorded_args(args: argparse.Namespace) -> dict | None:
 
 
 
+def pick_resume(args: argparse.Namespace) -> list[str]:
+    """A bare --resume: the newest checkpoint in --out that reads (last.pt, else an iter_N.pt or best.pt), or None
+    (nothing saved yet: the first start). Returns one note per unreadable file passed over, for the log."""
+    if not args.resume_auto:
+        return []
+    args.resume, bad = ckpt.newest_readable(args.out)
+    if bad:
+        bad.append(f"resuming from {args.resume}" if args.resume else "no readable checkpoint: starting afresh")
+    return bad
+
+
+class Lease:
+    """One live job per --out: OUT/.lease names its holder (host, pid, job) and the holder renews it (its mtime)
+    every TTL/3 s from a background thread; TTL is TRASHSEG_LEASE_S (default 30). A job that finds the lease held
+    by a live process exits 2 naming it: two jobs writing one folder (a launcher SIGKILLed alone leaves its ranks
+    running while the scheduler starts the replacement) would delete each other's temp files and replace each
+    other's last.pt. A lease of a dead process on this host, or one not renewed for TTL seconds, is taken over; a
+    holder that finds its lease taken stops (the loop exits 2 without saving)."""
+
+    def __init__(self, out: str):
+        self.path = os.path.join(out, ".lease")
+        self.ttl = float(os.environ.get("TRASHSEG_LEASE_S", "30"))
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(),
+                   "job": os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID") or "",
+                   "token": uuid.uuid4().hex}
+        self.lost: str | None = None  # the new holder, once another job took the lease over
+        self._done = threading.Event()
+
+    def _read(self) -> tuple[dict | None, float]:
+        try:
+            with open(self.path) as f:
+                rec = json.load(f)
+            return (rec if isinstance(rec, dict) else {}), time.time() - os.stat(self.path).st_mtime
+        except FileNotFoundError:
+            return None, 0.0
+        except (OSError, ValueError):  # cut mid-write: nobody can be renewing it
+            return {}, math.inf
+
+    @staticmethod
+    def describe(rec: dict) -> str:
+        job = f" (job {rec['job']})" if rec.get("job") else ""
+        return f"{rec.get('host', '?')} pid {rec.get('pid', '?')}{job}"
+
+    def _gone(self, rec: dict, age: float) -> bool:
+        if age >= self.ttl or not rec:
+            return True
+        if rec.get("host") == self.me["host"]:
+            try:
+                os.kill(int(rec.get("pid", -1)), 0)
+            except ProcessLookupError:
+                return True  # its holder died (SIGKILL, node restart): no need to wait for the expiry
+            except (PermissionError, ValueError, OverflowError):
+                pass
+        return False
+
+    def acquire(self) -> str | None:
+        """Take the lease; None when taken, else the live holder. A lease not renewed lately is watched until it is
+        renewed (its holder lives: refused) or expires (taken over)."""
+        while True:
+            rec, age = self._read()
+            if rec is None or rec.get("token") == self.me["token"] or self._gone(rec, age):
+                break
+            if age < self.ttl / 3 + 2:  # renewed within one period: the holder lives
+                return self.describe(rec)
+            time.sleep(min(1.0, self.ttl / 10))
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        atomic_write_text(self.path, json.dumps(self.me) + "\n")
+        threading.Thread(target=self._renew, name="lease", daemon=True).start()
+        atexit.register(self.release)
+        return None
+
+    def _renew(self) -> None:
+        while not self._done.wait(self.ttl / 3):
+            rec, _ = self._read()
+            if rec is not None and rec.get("token") != self.me["token"]:
+                self.lost = self.describe(rec)
+                return
+            try:
+                os.utime(self.path) if rec is not None else atomic_write_text(self.path, json.dumps(self.me) + "\n")
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        """Stop renewing and remove the lease if it is still this job's, so the next job starts at once."""
+        if self._done.is_set() or os.getpid() != self.me["pid"]:
+            return
+        self._done.set()
+        rec, _ = self._read()
+        if rec and rec.get("token") == self.me["token"]:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
 def claim(run: Run) -> None:
     """A new run in a folder that holds one would truncate its log, leave its best.pt standing until the first
     validation and let pruning keep its iter_N.pt while deleting the new run's: continue it, or replace it on
     purpose. Rank 0 looks; every rank stops together."""
     args, info = run.args, run.info
+    holder = None
+    if info.is_main:
+        run.lease = Lease(args.out)
+        holder = run.lease.acquire()
+    if D.any_flag(holder is not None, info):
+        if info.is_main:
+            print(f"error: {args.out} is in use by a live job on {holder} ({run.lease.path} renewed within "
+                  f"{run.lease.ttl:.0f} s); stop it first, or choose another --out", file=sys.stderr)
+        D.cleanup(info)
+        sys.exit(2)
     old = ckpt.run_files(args.out) if (info.is_main and not args.resume) else []
     # A bare --resume with nothing saved yet, in a folder that holds only this run's own files (args.json of the
     # same settings; its log; a best.pt written just before the first last.pt): the job was killed before its first
@@ -172,13 +296,17 @@ def load_resume(run: Run) -> dict | None:
     run.raw.load_state_dict(state["model"])
     load_optimizer_state(run, state)
     run.start_iter, run.best = state["iter"], state.get("best_miou", -1.0)
+    run.pending_val = bool(state.get("pending_val"))
     # The data position is the samples the run has consumed, as recorded: recomputing it from this invocation's
     # batch size / process count / --grad-accum skipped or replayed data when any of them changed on resume.
     run.start_sample = int(state.get("samples_seen", run.start_iter * run.global_batch * args.grad_accum))
-    run.log(f"resumed {args.resume} at iteration {run.start_iter}")
-    changed = changed_settings(state.get("args") or {}, vars(args))
+    run.log(f"resumed {args.resume} at iteration {run.start_iter}"
+            + (" (its validation, skipped by the stop, runs first)" if run.pending_val else ""))
+    changed = changed_settings(state.get("args") or {}, vars(args), also=_SHIFTS_RNG)
     if changed:  # allowed (a longer schedule, a lower LR), but the run is then not the one that was started
-        run.log("note: resumed with changed settings: " + ", ".join(changed))
+        run.log("note: resumed with changed settings: " + ", ".join(changed)
+                + (" (validating at other iterations shifts the random state: not bitwise the uninterrupted run)"
+                   if any(c.startswith("eval_interval ") for c in changed) else ""))
     return state
 
 
@@ -233,23 +361,27 @@ def restore_rng(run: Run, state: dict | None) -> None:
         torch.manual_seed(args.seed + info.rank + 1000003 * run.start_iter)
 
 
-def save(run: Run, name: str, it: int) -> None:
-    """Every checkpoint of the run goes through here: OUT/name (last.pt, best.pt, iter_N.pt) after iteration `it`,
-    with the unwrapped weights, optimiser, scaler, every rank's RNG state, the data position and the settings.
-    Collective (the RNG states are gathered from every rank); rank 0 writes atomically, then prunes iter_N.pt files
-    to --keep-ckpts."""
+def save(run: Run, names: str | list[str], it: int, pending_val: bool = False) -> None:
+    """Every checkpoint of the run goes through here: OUT/name for each of `names` (last.pt, best.pt, iter_N.pt),
+    written once (engine.checkpoint.atomic_save), after iteration `it`, with the unwrapped weights, optimiser,
+    scaler, every rank's RNG state, the data position, the settings and whether the validation due at `it` is still
+    to run. Collective (the RNG states are gathered from every rank); rank 0 writes, then prunes iter_N.pt files to
+    --keep-ckpts."""
     args, info = run.args, run.info
+    names = [names] if isinstance(names, str) else names
     rng_all = [ckpt.rng_state()]
     if info.enabled:
         rng_all = [None] * info.world_size
         torch.distributed.all_gather_object(rng_all, ckpt.rng_state())
     if info.is_main:
         seen = run.start_sample + (it - run.start_iter) * run.global_batch * args.grad_accum
-        ckpt.atomic_save({"model": run.raw.state_dict(), "model_name": args.model, "num_classes": args.num_classes,
-                          "optimizer": run.opt.state_dict(), "scaler": run.scaler.state_dict(), "rng": rng_all,
-                          "iter": it, "best_miou": run.best, "args": vars(args), "samples_seen": seen},
-                         os.path.join(args.out, name))
-        if name.startswith("iter_"):
+        state = {"model": run.raw.state_dict(), "model_name": args.model, "num_classes": args.num_classes,
+                 "optimizer": run.opt.state_dict(), "scaler": run.scaler.state_dict(), "rng": rng_all,
+                 "iter": it, "best_miou": run.best, "args": vars(args), "samples_seen": seen}
+        if pending_val:
+            state["pending_val"] = True
+        ckpt.atomic_save(state, [os.path.join(args.out, n) for n in names])
+        if any(n.startswith("iter_") for n in names):
             ckpt.prune_periodic(args.out, args.keep_ckpts)
 
 

@@ -161,3 +161,165 @@ def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step(demo, tmp_path
     assert len(saved) == 1
     it = _load(out / "last.pt")["iter"]
     assert 2 <= it < 40 and f"at iteration {it};" in saved[0]
+
+
+def _same_state(a, b):
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    for p, s in a["optimizer"]["state"].items():
+        assert all(torch.equal(v, b["optimizer"]["state"][p][k]) for k, v in s.items())
+
+
+def test_sigterm_writes_one_checkpoint_and_the_skipped_validation_runs_first(demo, tmp_path, monkeypatch, capsys):
+    """A stop on a step that is due a validation, a best.pt, last.pt and an iter_N.pt: one write (last.pt, the
+    validation recorded as pending), exit 143. The resume validates first, with the random state the uninterrupted
+    run had, so it ends bitwise equal to it, with one validation record per iteration."""
+    import train
+    from engine import checkpoint
+    val = ["--val-json", "val.json", "--eval-interval", "1", "--ckpt-interval", "1", "--keep-ckpts", "3",
+           "--iters", "3"]
+    _main(demo, tmp_path / "ref", *val)
+    writes = []
+    real = checkpoint.atomic_save
+    monkeypatch.setattr(checkpoint, "atomic_save", lambda obj, paths: (writes.append(paths), real(obj, paths)))
+    monkeypatch.setitem(train._STOP, "signal", signal.SIGTERM)
+    out = tmp_path / "r"
+    with pytest.raises(SystemExit) as e:
+        _main(demo, out, *val, "--resume")
+    assert e.value.code == 143
+    assert len(writes) == 1 and sorted(os.listdir(out)) == ["args.json", "last.pt", "metrics.jsonl"]
+    assert _load(out / "last.pt")["pending_val"] is True and _load(out / "last.pt")["iter"] == 1
+    monkeypatch.setitem(train._STOP, "signal", 0)
+    _main(demo, out, *val, "--resume")
+    assert "its validation, skipped by the stop, runs first" in capsys.readouterr().out
+    _same_state(_load(tmp_path / "ref" / "last.pt"), _load(out / "last.pt"))
+    rows = [json.loads(x) for x in open(out / "metrics.jsonl")]
+    assert [r["iter"] for r in rows if "miou" in r] == [1, 2, 3]
+    assert [r["iter"] for r in rows if "loss" in r] == [1, 2, 3]
+    assert _load(out / "best.pt")["best_miou"] == max(r["miou"] for r in rows if "miou" in r)
+
+
+def test_unreadable_last_pt_falls_back_to_the_newest_readable_checkpoint(demo, tmp_path, capsys):
+    """A truncated last.pt (a disk fault, a copy cut short) was a permanent failure of every restart: the bare
+    --resume says so and continues from the newest iter_N.pt, ending bitwise equal to an uninterrupted run."""
+    common = ["--iters", "4", "--ckpt-interval", "2", "--keep-ckpts", "2"]
+    _main(demo, tmp_path / "ref", *common)
+    out = tmp_path / "r"
+    with pytest.raises(SystemExit) as e:
+        _main(demo, out, *common, "--stop-after", "3")
+    assert e.value.code == 75  # --stop-after's own code (EX_TEMPFAIL)
+    assert _load(out / "last.pt")["iter"] == 3 and _load(out / "iter_2.pt")["iter"] == 2
+    data = (out / "last.pt").read_bytes()
+    (out / "last.pt").write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    _main(demo, out, *common, "--resume")
+    log = capsys.readouterr().out
+    assert "last.pt cannot be read" in log and "resuming from" in log and "iter_2.pt" in log, log
+    assert "resumed" in log and "at iteration 2" in log
+    _same_state(_load(tmp_path / "ref" / "last.pt"), _load(out / "last.pt"))
+
+
+def test_a_cleanup_killed_midway_never_locks_the_restart_out(demo, tmp_path, monkeypatch):
+    """The bare restart's cleanup of a run killed before its first checkpoint deletes args.json last: a SIGKILL
+    inside it leaves a folder that the same command restarts (deleting args.json first left files that no
+    args.json vouched for, and every later --resume exited 2)."""
+    from engine import checkpoint
+    out = tmp_path / "r"
+    _main(demo, out, "--iters", "1", "--resume")
+    os.unlink(out / "last.pt")
+    assert os.path.basename(checkpoint.run_files(str(out))[-1]) == "args.json"
+    real, n = os.unlink, []
+
+    def dies_after_one(p, *a, **k):
+        if str(p).startswith(str(out)) and not os.path.basename(str(p)).startswith("."):
+            n.append(p)
+            if len(n) == 2:
+                raise KeyboardInterrupt  # the process dies here, mid-cleanup
+        return real(p, *a, **k)
+    monkeypatch.setattr(os, "unlink", dies_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        _main(demo, out, "--iters", "1", "--resume")
+    monkeypatch.setattr(os, "unlink", real)
+    assert (out / "args.json").exists()
+    os.unlink(out / ".lease")  # what the process's death does to its lease (a dead pid's lease is taken over)
+    _main(demo, out, "--iters", "1", "--resume")
+    assert _load(out / "last.pt")["iter"] == 1
+
+
+def test_lease_one_live_job_per_out(demo, tmp_path, monkeypatch, capsys):
+    """OUT/.lease: a live holder (here this very process under another token) refuses a second job with exit 2
+    naming it, in seconds; a lease nobody renewed for TRASHSEG_LEASE_S is taken over; a job whose lease was taken
+    stops without saving (exit 2)."""
+    import socket
+    import train
+    from engine import run as R
+    out = tmp_path / "r"
+    out.mkdir()
+    lease = out / ".lease"
+    lease.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "job": "7", "token": "x"}))
+    t0 = time.monotonic()
+    with pytest.raises(SystemExit) as e:
+        _main(demo, out, "--iters", "1", "--resume")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"in use by a live job on {socket.gethostname()} pid {os.getpid()} (job 7)" in err
+    assert time.monotonic() - t0 < 20 and lease.exists() and not (out / "last.pt").exists()
+
+    dead = subprocess.run([PY, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lease.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "token": "z"}))
+    _main(demo, out, "--iters", "1", "--resume")  # its holder is dead: taken over at once, fresh
+    assert _load(out / "last.pt")["iter"] == 1 and not lease.exists()
+
+    monkeypatch.setenv("TRASHSEG_LEASE_S", "2")
+    lease.write_text(json.dumps({"host": "elsewhere", "pid": 1, "token": "y"}))
+    os.utime(lease, (time.time() - 10, time.time() - 10))  # expired
+    _main(demo, out, "--iters", "2", "--resume")
+    assert _load(out / "last.pt")["iter"] == 2 and not lease.exists()  # released at the end
+
+    real = R.Lease.acquire
+
+    def taken_over(self):
+        held = real(self)
+        self.lost = "elsewhere pid 9"
+        return held
+    monkeypatch.setattr(R.Lease, "acquire", taken_over)
+    with pytest.raises(SystemExit) as e:
+        _main(demo, out, "--iters", "4", "--resume")
+    assert e.value.code == 2 and "taken over by elsewhere pid 9" in capsys.readouterr().err
+    assert _load(out / "last.pt")["iter"] == 2  # nothing written after the lease was lost
+
+
+def test_changed_eval_interval_is_named_on_resume(demo, tmp_path, capsys):
+    """Each validation draws its DataLoader's seed from the global RNG, so a changed --eval-interval changes the
+    trained bits after it: the resume names it."""
+    out = tmp_path / "r"
+    _main(demo, out, "--iters", "1")
+    _main(demo, out, "--iters", "2", "--eval-interval", "7", "--resume")
+    log = capsys.readouterr().out
+    assert "eval_interval 1000 → 7" in log and "not bitwise" in log
+
+
+_SPAWN_WORKER = r"""
+import os, signal, sys, time
+import torch.multiprocessing as mp
+mp.set_start_method(sys.argv[2], force=True)
+from data.coco import CocoSegDataset
+from data.loader import build_train_loader
+from data.transforms import build_transform
+if __name__ == "__main__":
+    ds = CocoSegDataset(sys.argv[1], os.path.join(sys.argv[1], "train.json"))
+    it = build_train_loader(ds, build_transform("train", crop_size=32), batch_size=2, seed=0, workers=1)
+    w = it._workers[0]
+    time.sleep(0.3)  # the worker is importing torch: _worker_init has not run yet
+    os.kill(w.pid, signal.SIGTERM)
+    print(tuple(next(it)["image"].shape), w.is_alive())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_dataloader_workers_ignore_sigterm_while_they_start(demo, method):
+    """Under spawn / forkserver a worker imports for seconds before _worker_init sets SIGTERM aside; a SIGTERM then
+    killed it ("DataLoader worker ... killed by signal: Terminated"). Started with SIGTERM blocked, it lives."""
+    r = subprocess.run([PY, "-c", _SPAWN_WORKER, demo, method], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "(2, 3, 32, 32) True", r.stdout[-2000:] + r.stderr[-2000:]
