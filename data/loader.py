@@ -12,6 +12,7 @@ replays the stream exactly.
 from __future__ import annotations
 
 import atexit
+import multiprocessing
 import os
 import signal
 import weakref
@@ -248,6 +249,12 @@ class DataLoader(_TorchDataLoader):
         # itself), where the default action would kill it. The main process only defers a SIGTERM that lands in
         # this window: it is delivered when the mask is restored (or at once to another of its threads).
         block = hasattr(signal, "pthread_sigmask")
+        ctx = self.multiprocessing_context or multiprocessing
+        if block and ctx.get_start_method() != "fork":
+            # Started here, the resource tracker would unblock SIGTERM in this thread once it runs (it blocks and
+            # unblocks SIGINT and SIGTERM around its own launch): start it first.
+            from multiprocessing import resource_tracker
+            resource_tracker.ensure_running()
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if block else None
         try:
             it = super().__iter__()
