@@ -49,9 +49,22 @@ def init(device: str | None = "auto") -> DistInfo:
     dev = resolve_device(device, local)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30),
-                                device_id=dev if dev.type == "cuda" else None)
+        timeout = datetime.timedelta(minutes=30)
+        dist.init_process_group(backend=backend, timeout=timeout, device_id=dev if dev.type == "cuda" else None,
+                                **_restart_store(rank, world, timeout))
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def _restart_store(rank: int, world: int, timeout: datetime.timedelta) -> dict:
+    """init_process_group's store for a worker group that torchrun --max-restarts started again: the agent's store
+    still holds the previous group's addresses under the same keys, and gloo connected to those dead ranks
+    ("connectFullMesh failed ... Connection refused"); a prefix per restart keeps each group to its own keys."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if attempt == "0" or "MASTER_ADDR" not in os.environ:
+        return {}
+    from torch.distributed.rendezvous import _create_c10d_store
+    store = _create_c10d_store(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), rank, world, timeout)
+    return {"store": dist.PrefixStore(f"trashseg/restart_{attempt}", store), "rank": rank, "world_size": world}
 
 
 def barrier(info: DistInfo) -> None:
