@@ -161,7 +161,7 @@ def test_sigterm_to_one_rank_stops_every_rank_and_torchrun_restarts_them(demo, t
     assert "killed by signal" not in text, text[-3000:]
     saved = [ln for ln in lines if ln.startswith("SIGTERM: saved")]
     assert len(saved) == 1 and "exitcode: 143" in text, text[-3000:]
-    it = int(saved[0].split("at iteration ")[1].split()[0])
+    it = int(saved[0].split("at iteration ")[1].split(";")[0])
     assert 2 <= it < 12 and f"at iteration {it}\n" in "".join(ln for ln in lines if ln.startswith("resumed"))
     assert _load(out / "last.pt")["iter"] == 12
 
