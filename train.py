@@ -166,7 +166,7 @@ def set_up(args: argparse.Namespace) -> R.Run:
     info = D.init(args.device)
     signal.signal(signal.SIGTERM, _request_stop)  # for callers of main() (tests); the script installed it at import
     run = R.Run(args, info, print if info.is_main else (lambda *a, **k: None))
-    for note in R.pick_resume(args):
+    for note in R.pick_resume(run):
         run.log(f"--resume: {note}")
     kept = R.settle_precision(args, info)
     if kept:

@@ -96,6 +96,25 @@ def max_int(value: int, info: DistInfo) -> int:
     return int(t.item())
 
 
+def gather(obj, info: DistInfo) -> list:
+    """Every rank's `obj`, in rank order, on every rank ([obj] outside a process group)."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj, src: int, info: DistInfo):
+    """Rank `src`'s `obj` on every rank (pickled through the process group: a checkpoint reaches ranks whose
+    filesystem does not hold it)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
 def is_main() -> bool:
     """Whether this process is rank 0 (or alone), for code that has no DistInfo at hand."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

@@ -3,7 +3,7 @@ loading a resume state, and the one function that writes a checkpoint.
 
     run = Run(args, info, log)
     settle_precision(args, info)        # --amp resolved once per run, kept on resume
-    pick_resume(args)                   # a bare --resume: the newest readable checkpoint in --out, or a fresh start
+    pick_resume(run)                    # collective: a bare --resume: the newest readable checkpoint in --out, or a fresh start
     claim(run)                          # the folder's lease, then a new folder, a restart of this run's files, or exit 2
     state = load_resume(run)            # weights, optimiser, scaler, position; None on a fresh start
     restore_rng(run, state)             # every RNG, once the data loader exists
@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -77,6 +78,8 @@ class Run:
     miou: float = math.nan
     val_mode: dict = None  # engine.predict's mode_kwargs for validation (--val-mode whole|slide)
     criterion: Any = None  # engine.imbalance's loss: .main (decode head) and .aux
+    resume_src: int | None = None  # the rank whose checkpoint every rank resumes (None: each reads its own)
+    writer: bool = False  # this rank writes checkpoints: rank 0, and each node's first rank when --out is node-local
     pending_val: bool = False  # a stop skipped the validation due at start_iter: it runs before the next step
     lease: "Lease" = None  # rank 0's hold on --out
 
@@ -125,15 +128,49 @@ def _recorded_args(args: argparse.Namespace) -> dict | None:
 
 
 
-def pick_resume(args: argparse.Namespace) -> list[str]:
-    """A bare --resume: the newest checkpoint in --out that reads (last.pt, else an iter_N.pt or best.pt), or None
-    (nothing saved yet: the first start). Returns one note per unreadable file passed over, for the log."""
-    if not args.resume_auto:
-        return []
-    args.resume, bad = ckpt.newest_readable(args.out)
-    if bad:
-        bad.append(f"resuming from {args.resume}" if args.resume else "no readable checkpoint: starting afresh")
-    return bad
+def pick_resume(run: Run) -> list[str]:
+    """Which checkpoint the run resumes, agreed by every rank. Each rank looks on its own filesystem: a bare --resume
+    for the newest readable checkpoint in --out (last.pt, else an iter_N.pt), --resume PATH for that file. The
+    newest any rank can read wins, so a fresh node as rank 0 or node-local --out folders resume the run's latest
+    state; when some rank lacks it, run.resume_src names the rank whose copy load_resume sends to all. None on every
+    rank: a fresh start. Returns the notes for the log (unreadable files passed over, where the state comes from)."""
+    args, info = run.args, run.info
+    notes, path, it = [], None, -1
+    if args.resume_auto:
+        path, notes = ckpt.newest_readable(args.out)
+    elif args.resume:
+        path = args.resume
+        if not info.enabled:
+            return []  # one process: load_resume reads it or says why not
+    if path:
+        try:
+            it = ckpt.peek_iter(path)
+        except Exception as e:
+            notes.append(f"{path} cannot be read ({type(e).__name__})")
+            path = None
+    found = D.gather((it, socket.gethostname(), path), info)
+    top = max(f[0] for f in found)
+    if top < 0:
+        if args.resume and not args.resume_auto:
+            print(f"error: --resume {args.resume}: no process can read it "
+                  f"(hosts {', '.join(sorted({f[1] for f in found}))})", file=sys.stderr)
+            sys.exit(2)
+        args.resume = None
+        if notes:
+            notes.append("no readable checkpoint: starting afresh")
+        return notes
+    run.resume_src = next(r for r, f in enumerate(found) if f[0] == top)
+    if all(f[0] == top for f in found):
+        run.resume_src = None  # every rank reads its own copy
+    args.resume = path if it == top else found[run.resume_src][2]
+    if run.resume_src is not None:
+        behind = [f"rank {r} on {f[1]} (iteration {f[0]})" if f[0] >= 0 else f"rank {r} on {f[1]} (none)"
+                  for r, f in enumerate(found) if f[0] != top]
+        notes.append(f"resuming iteration {top} from rank {run.resume_src}'s {found[run.resume_src][2]} on "
+                     f"{found[run.resume_src][1]}, sent to " + ", ".join(behind))
+    elif notes:
+        notes.append(f"resuming from {args.resume}")
+    return notes
 
 
 class Lease:
@@ -264,6 +301,19 @@ def claim(run: Run) -> None:
                 if own else f"--overwrite: removed the previous run's {len(old)} file(s) from {args.out}")
     if info.is_main:
         ckpt.remove_stale_temp(args.out)
+    # A node whose --out is not rank 0's folder (node-local disks) keeps its own copy of every checkpoint, so that
+    # losing any one node, rank 0's included, loses no saved state: its first rank writes, when its folder does not
+    # show rank 0's lease.
+    token = D.broadcast(run.lease.me["token"] if info.is_main else None, 0, info)
+    if info.enabled and info.local_rank == 0 and not info.is_main:
+        try:
+            with open(os.path.join(args.out, ".lease")) as f:
+                run.writer = json.load(f).get("token") != token
+        except (OSError, ValueError):
+            run.writer = True
+        if run.writer:
+            os.makedirs(args.out, exist_ok=True)
+            ckpt.remove_stale_temp(args.out)
 
 
 def _run_differences(args: argparse.Namespace) -> list[str] | None:
@@ -288,7 +338,11 @@ def load_resume(run: Run) -> dict | None:
     args = run.args
     if not args.resume:
         return None
-    state = ckpt.load(args.resume)
+    info = run.info
+    if run.resume_src is None:
+        state = ckpt.load(args.resume)
+    else:  # some rank cannot see the file: the state travels through the process group
+        state = D.broadcast(ckpt.load(args.resume) if info.rank == run.resume_src else None, run.resume_src, info)
     if state.get("model_name") != args.model:
         sys.exit(f"error: {args.resume} holds {state.get('model_name')}, not --model {args.model}")
     if state.get("num_classes", args.num_classes) != args.num_classes:  # one line, not load_state_dict's traceback
@@ -300,6 +354,7 @@ def load_resume(run: Run) -> dict | None:
     # The data position is the samples the run has consumed, as recorded: recomputing it from this invocation's
     # batch size / process count / --grad-accum skipped or replayed data when any of them changed on resume.
     run.start_sample = int(state.get("samples_seen", run.start_iter * run.global_batch * args.grad_accum))
+    agree_on_state(run)
     run.log(f"resumed {args.resume} at iteration {run.start_iter}"
             + (" (its validation, skipped by the stop, runs first)" if run.pending_val else ""))
     changed = changed_settings(state.get("args") or {}, vars(args), also=_SHIFTS_RNG)
@@ -308,6 +363,32 @@ def load_resume(run: Run) -> dict | None:
                 + (" (validating at other iterations shifts the random state: not bitwise the uninterrupted run)"
                    if any(c.startswith("eval_interval ") for c in changed) else ""))
     return state
+
+
+def agree_on_state(run: Run) -> None:
+    """Every rank holds the same iteration, data position, weights and optimiser state, or the run stops (exit 2)
+    naming the hosts that differ: ranks that each read their own copy of one iteration (node-local --out) would
+    otherwise train different replicas, and DDP's all-reduce does not notice."""
+    info = run.info
+    if not info.enabled:
+        return
+    tensors = list(run.raw.state_dict().values()) + [v for s in run.opt.state_dict()["state"].values()
+                                                     for v in s.values() if torch.is_tensor(v)]
+    crc = 0
+    for v in tensors:  # the bytes, not a float sum: reductions may round differently on another CPU
+        crc = zlib.crc32(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes(), crc)
+    mine = (run.start_iter, run.start_sample, crc)
+    every = D.gather((mine, socket.gethostname()), info)
+    if any(e[0] != every[0][0] for e in every):
+        groups = {}
+        for r, (m, host) in enumerate(every):
+            groups.setdefault(m, []).append(f"rank {r} on {host}")
+        print("error: --resume: the ranks loaded different states ("
+              + "; ".join(f"{', '.join(v)}: iteration {k[0]}" for k, v in groups.items())
+              + "); their checkpoints of one iteration differ: keep the right one on every node (or use one shared "
+                "--out) and resume again", file=sys.stderr)
+        D.cleanup(info)
+        sys.exit(2)
 
 
 def load_optimizer_state(run: Run, state: dict) -> None:
@@ -373,7 +454,7 @@ def save(run: Run, names: str | list[str], it: int, pending_val: bool = False) -
     if info.enabled:
         rng_all = [None] * info.world_size
         torch.distributed.all_gather_object(rng_all, ckpt.rng_state())
-    if info.is_main:
+    if info.is_main or run.writer:
         seen = run.start_sample + (it - run.start_iter) * run.global_batch * args.grad_accum
         state = {"model": run.raw.state_dict(), "model_name": args.model, "num_classes": args.num_classes,
                  "optimizer": run.opt.state_dict(), "scaler": run.scaler.state_dict(), "rng": rng_all,

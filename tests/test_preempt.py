@@ -326,3 +326,48 @@ def test_dataloader_workers_ignore_sigterm_while_they_start(demo, method):
     r = subprocess.run([PY, "-c", _SPAWN_WORKER, demo, method], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "(2, 3, 32, 32) True", r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def _two_nodes(demo, outs, port, *extra):
+    """Two torchrun "nodes" on this machine (one process each, static rendezvous), node n writing to outs[n]:
+    node-local --out folders. Returns each launcher's (exit status, output)."""
+    procs = [subprocess.Popen(
+        [PY, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(n), "--nproc_per_node", "1",
+         "--master_addr", "127.0.0.1", "--master_port", str(port), "train.py", "--data-root", demo,
+         "--out", str(outs[n]), *TINY, "--batch-size", "1", *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}) for n in (0, 1)]
+    return [(p.wait(timeout=600), p.stdout.read()) for p in procs]
+
+
+@pytest.mark.slow
+def test_two_nodes_with_node_local_out_resume_one_state(demo, tmp_path):
+    """Node-local --out: each node keeps its own copy of every checkpoint; when rank 0 comes back on a fresh node
+    (an empty folder) the ranks agree on the newest checkpoint any of them can read, node 1 sends it through the
+    process group, and the run ends bitwise equal to an uninterrupted one. Copies that disagree at one iteration
+    are an error naming the hosts, not two replicas."""
+    import random
+    port = random.Random(os.getpid()).randint(20000, 40000)
+    common = ["--ckpt-interval", "2", "--keep-ckpts", "1"]
+    ref = _two_nodes(demo, [tmp_path / "ref0", tmp_path / "ref1"], port, *common, "--iters", "4")
+    assert [r[0] for r in ref] == [0, 0], ref[0][1][-2000:] + ref[1][1][-2000:]
+    a, b = tmp_path / "a", tmp_path / "b"
+    r = _two_nodes(demo, [a, b], port + 1, *common, "--iters", "4", "--stop-after", "3")
+    # each rank exits 75; torchrun reports a failed worker (exit 1), which without --max-restarts it does not rerun
+    assert [x[0] for x in r] == [1, 1] and all("exitcode  : 75" in x[1] for x in r), r[0][1][-2000:]
+    assert _load(a / "last.pt")["iter"] == 3 and _load(b / "last.pt")["iter"] == 3  # both nodes hold it
+    import shutil
+    shutil.rmtree(a)  # rank 0's node is replaced by a fresh one
+    r = _two_nodes(demo, [a, b], port + 2, *common, "--iters", "4", "--resume")
+    assert [x[0] for x in r] == [0, 0], r[0][1][-2000:] + r[1][1][-2000:]
+    assert "resuming iteration 3 from rank 1's" in r[0][1], r[0][1][-2000:]
+    _same_state(_load(tmp_path / "ref0" / "last.pt"), _load(a / "last.pt"))
+    _same_state(_load(tmp_path / "ref0" / "last.pt"), _load(b / "last.pt"))
+
+    # copies of one iteration that differ: refused, naming both ranks' hosts
+    state = _load(b / "last.pt")
+    k = next(iter(state["model"]))
+    state["model"][k] = state["model"][k] + 1
+    torch.save(state, b / "last.pt")
+    r = _two_nodes(demo, [a, b], port + 3, *common, "--iters", "6", "--resume")  # both at iteration 4
+    assert [x[0] for x in r] == [1, 1] and all("exitcode  : 2" in x[1] for x in r) and "the ranks loaded different states" in r[0][1] + r[1][1], r[0][1][-2000:]
