@@ -419,7 +419,9 @@ def stop(run: R.Run, done: int, code: int, write: bool, pending_val: bool = Fals
     if run.lease is not None:
         run.lease.release()
     D.cleanup(info)
-    sys.exit(R.EXIT_SLICED if code == 1 else R.EXIT_STOPPED)
+    code = R.EXIT_SLICED if code == 1 else R.EXIT_STOPPED
+    chaos.exit_code(code)
+    sys.exit(code)
 
 
 def train(run: R.Run, data_iter: Iterator[dict]) -> None:
@@ -511,6 +513,7 @@ def main(args: argparse.Namespace) -> float:
     if run.val_set is not None:
         run.log(f"final val mIoU: {run.miou:.4f} (best {run.best:.4f}) | checkpoints in {args.out}")
     D.cleanup(run.info)
+    chaos.exit_code(0)
     return run.miou
 
 

@@ -112,6 +112,8 @@ def newest_readable(out_dir: str) -> tuple[str | None, list[str]]:
     names = ["last.pt"] + sorted((os.path.basename(p) for p in glob.glob(os.path.join(out_dir, "iter_*.pt"))),
                                  key=lambda n: -int(re.findall(r"\d+", n)[0]))
     best, best_it, bad = None, -1, []
+    if chaos.BREAK == "older":
+        names = names[::-1]
     for n in names:
         p = os.path.join(out_dir, n)
         if not os.path.isfile(p):
@@ -122,8 +124,10 @@ def newest_readable(out_dir: str) -> tuple[str | None, list[str]]:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
             bad.append(f"{p} cannot be read ({type(e).__name__}: {msg})")
             continue
-        if it > best_it:
+        if it > best_it or (chaos.BREAK == "older" and best is None):
             best, best_it = p, it
+        if chaos.BREAK == "older" and best is not None:
+            break
     return best, bad
 
 

@@ -33,6 +33,7 @@ from typing import Any, Callable
 import torch
 
 import models
+from engine import chaos
 from engine import checkpoint as ckpt
 from engine import dist as D
 from engine.evaluate import run_precision
@@ -354,6 +355,8 @@ def load_resume(run: Run) -> dict | None:
     # The data position is the samples the run has consumed, as recorded: recomputing it from this invocation's
     # batch size / process count / --grad-accum skipped or replayed data when any of them changed on resume.
     run.start_sample = int(state.get("samples_seen", run.start_iter * run.global_batch * args.grad_accum))
+    if chaos.BREAK == "data":
+        run.start_sample -= run.global_batch * args.grad_accum
     agree_on_state(run)
     run.log(f"resumed {args.resume} at iteration {run.start_iter}"
             + (" (its validation, skipped by the stop, runs first)" if run.pending_val else ""))
