@@ -386,7 +386,9 @@ def validate_and_save(run: R.Run, done: int, due: bool | None = None) -> bool:
         if done % args.ckpt_interval == 0 and args.keep_ckpts > 0 and done != args.iters:
             names.append(f"iter_{done}.pt")
     if names:
-        R.save(run, names, done)
+        # A periodic write goes on in the background while training continues; best.pt and the end's are written
+        # before the loop goes on (what make submit and a run found complete read).
+        R.save(run, names, done, background=done != args.iters and "best.pt" not in names)
     return "last.pt" in names
 
 
@@ -412,7 +414,8 @@ def stop(run: R.Run, done: int, code: int, write: bool, pending_val: bool = Fals
         D.cleanup(info)
         sys.exit(2)
     if write:
-        R.save(run, "last.pt", done, pending_val=pending_val)
+        R.save(run, "last.pt", done, pending_val=pending_val)  # after a background write in flight, if any
+    R.wait_saves(run)
     why = f"--stop-after {args.stop_after}" if code == 1 else "SIGTERM"
     run.log(f"{why}: saved {last} at iteration {done}" + (" (its validation runs first on resume)" if pending_val
                                                           else "") + "; continue with --resume")
@@ -496,6 +499,7 @@ def train(run: R.Run, data_iter: Iterator[dict]) -> None:
                 leave(done, code, write=not wrote_last)
     if bar:
         bar.close()
+    R.wait_saves(run)
     if run.lease is not None:
         run.lease.release()
 

@@ -83,6 +83,7 @@ class Run:
     writer: bool = False  # this rank writes checkpoints: rank 0, and each node's first rank when --out is node-local
     pending_val: bool = False  # a stop skipped the validation due at start_iter: it runs before the next step
     lease: "Lease" = None  # rank 0's hold on --out
+    write_job: dict | None = None  # the background checkpoint write in flight (save(background=True))
 
     @property
     def global_batch(self) -> int:
@@ -210,6 +211,8 @@ class Lease:
         if age >= self.ttl or not rec:
             return True
         if rec.get("host") == self.me["host"]:
+            if rec.get("pid") == self.me["pid"]:
+                return True  # an earlier run in this process (main() called again) that left without releasing
             try:
                 os.kill(int(rec.get("pid", -1)), 0)
             except ProcessLookupError:
@@ -445,12 +448,14 @@ def restore_rng(run: Run, state: dict | None) -> None:
         torch.manual_seed(args.seed + info.rank + 1000003 * run.start_iter)
 
 
-def save(run: Run, names: str | list[str], it: int, pending_val: bool = False) -> None:
+def save(run: Run, names: str | list[str], it: int, pending_val: bool = False, background: bool = False) -> None:
     """Every checkpoint of the run goes through here: OUT/name for each of `names` (last.pt, best.pt, iter_N.pt),
     written once (engine.checkpoint.atomic_save), after iteration `it`, with the unwrapped weights, optimiser,
     scaler, every rank's RNG state, the data position, the settings and whether the validation due at `it` is still
-    to run. Collective (the RNG states are gathered from every rank); rank 0 writes, then prunes iter_N.pt files to
-    --keep-ckpts."""
+    to run. Collective (the RNG states are gathered from every rank); rank 0 writes (and each node-local copy's
+    writer), then prunes iter_N.pt files to --keep-ckpts. One write at a time: a write still in flight is waited
+    for first. background: the state is copied to host memory and written by a thread while training goes on (a
+    periodic checkpoint of a large model takes tens of seconds to write; the copy, a fraction of one)."""
     args, info = run.args, run.info
     names = [names] if isinstance(names, str) else names
     rng_all = [ckpt.rng_state()]
@@ -458,15 +463,52 @@ def save(run: Run, names: str | list[str], it: int, pending_val: bool = False) -
         rng_all = [None] * info.world_size
         torch.distributed.all_gather_object(rng_all, ckpt.rng_state())
     if info.is_main or run.writer:
+        wait_saves(run)
         seen = run.start_sample + (it - run.start_iter) * run.global_batch * args.grad_accum
         state = {"model": run.raw.state_dict(), "model_name": args.model, "num_classes": args.num_classes,
                  "optimizer": run.opt.state_dict(), "scaler": run.scaler.state_dict(), "rng": rng_all,
-                 "iter": it, "best_miou": run.best, "args": vars(args), "samples_seen": seen}
+                 "iter": it, "best_miou": run.best, "args": dict(vars(args)), "samples_seen": seen}
         if pending_val:
             state["pending_val"] = True
-        ckpt.atomic_save(state, [os.path.join(args.out, n) for n in names])
-        if any(n.startswith("iter_") for n in names):
+        paths = [os.path.join(args.out, n) for n in names]
+        if not background:
+            _write(state, paths, args)
+            return
+        run.write_job = {"error": None}
+        run.write_job["thread"] = threading.Thread(target=_write, args=(_host_copy(state), paths, args, run.write_job),
+                                                   name="checkpoint", daemon=False)
+        run.write_job["thread"].start()
+
+
+def _host_copy(obj):
+    """obj with every tensor copied to host memory: what the step after this one changes in place stays as saved."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_host_copy(v) for v in obj)
+    return obj
+
+
+def _write(state: dict, paths: list[str], args: argparse.Namespace, job: dict | None = None) -> None:
+    try:
+        ckpt.atomic_save(state, paths)
+        if any(os.path.basename(p).startswith("iter_") for p in paths):
             ckpt.prune_periodic(args.out, args.keep_ckpts)
+    except BaseException as e:
+        if job is None:
+            raise
+        job["error"] = e
+
+
+def wait_saves(run: Run) -> None:
+    """Wait for a background checkpoint write to be durable; its failure is raised here."""
+    job, run.write_job = run.write_job, None
+    if job is not None:
+        job["thread"].join()
+        if job["error"] is not None:
+            raise job["error"]
 
 
 def write_args(run: Run) -> None:

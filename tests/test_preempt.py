@@ -261,14 +261,13 @@ def test_a_cleanup_killed_midway_never_locks_the_restart_out(demo, tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         _main(demo, out, "--iters", "1", "--resume")
     monkeypatch.setattr(os, "unlink", real)
-    assert (out / "args.json").exists()
-    os.unlink(out / ".lease")  # what the process's death does to its lease (a dead pid's lease is taken over)
+    assert (out / "args.json").exists()  # (the killed run's lease names this process: taken over as a dead one's)
     _main(demo, out, "--iters", "1", "--resume")
     assert _load(out / "last.pt")["iter"] == 1
 
 
 def test_lease_one_live_job_per_out(demo, tmp_path, monkeypatch, capsys):
-    """OUT/.lease: a live holder (here this very process under another token) refuses a second job with exit 2
+    """OUT/.lease: a live holder (here a sleeping child process) refuses a second job with exit 2
     naming it, in seconds; a lease nobody renewed for TRASHSEG_LEASE_S is taken over; a job whose lease was taken
     stops without saving (exit 2)."""
     import socket
@@ -277,12 +276,15 @@ def test_lease_one_live_job_per_out(demo, tmp_path, monkeypatch, capsys):
     out = tmp_path / "r"
     out.mkdir()
     lease = out / ".lease"
-    lease.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "job": "7", "token": "x"}))
+    live = subprocess.Popen(["sleep", "60"])
+    lease.write_text(json.dumps({"host": socket.gethostname(), "pid": live.pid, "job": "7", "token": "x"}))
     t0 = time.monotonic()
     with pytest.raises(SystemExit) as e:
         _main(demo, out, "--iters", "1", "--resume")
+    live.kill()
+    live.wait()
     err = capsys.readouterr().err
-    assert e.value.code == 2 and f"in use by a live job on {socket.gethostname()} pid {os.getpid()} (job 7)" in err
+    assert e.value.code == 2 and f"in use by a live job on {socket.gethostname()} pid {live.pid} (job 7)" in err
     assert time.monotonic() - t0 < 20 and lease.exists() and not (out / "last.pt").exists()
 
     dead = subprocess.run([PY, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
