@@ -111,7 +111,7 @@ def _assert_same_gradients(path_a, path_b):
 def test_ddp_two_nodes_equal_one(demo, tmp_path):
     """torchrun --nnodes 2 (one process per node, both on this machine): LOCAL_RANK is 0 on both, so data sharding,
     seeding and writing must follow the global RANK. Same gradients as 1 process × batch 2; node 1 has its own
-    --out here (node-local folders), where it keeps a copy of rank 0's checkpoint and nothing else."""
+    --out here (node-local folders), where it keeps a copy of rank 0's checkpoints and nothing else."""
     import socket
     common = ["--iters", "2", "--ckpt-interval", "2", "--drop-path", "0", "--dropout", "0", "--val-json", ""]
     _train(demo, tmp_path / "one", *common, "--batch-size", "2")
@@ -129,7 +129,7 @@ def test_ddp_two_nodes_equal_one(demo, tmp_path):
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
     _assert_same_gradients(tmp_path / "one" / "last.pt", tmp_path / "node0" / "last.pt")
-    assert sorted(os.listdir(tmp_path / "node1")) == ["last.pt"]
+    assert sorted(os.listdir(tmp_path / "node1")) == ["best.pt", "last.pt"]  # its copies of rank 0's writes
     a, b = (torch.load(tmp_path / n / "last.pt", weights_only=True) for n in ("node0", "node1"))
     _same(a["model"], b["model"])
     assert a["iter"] == b["iter"] == 2
