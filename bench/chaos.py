@@ -122,10 +122,11 @@ def rank_pid(proc: subprocess.Popen, rank: int) -> int | None:
     return None
 
 
-def deliver(proc: subprocess.Popen, sig: str, marks: str) -> None:
+def deliver(proc: subprocess.Popen, sig: str, marks: str) -> bool:
     """Send one fault: SIGTERM to the launcher (once, or twice 0.3 s apart), SIGKILL to the whole job, SIGTERM to
     the last rank's process group or SIGKILL to that rank alone, or SIGTERM and then SIGKILL to the whole job as
-    soon as the stop path's checkpoint write is inside (its temp file written, not yet renamed)."""
+    soon as the stop path's checkpoint write is inside (its temp file written, not yet renamed). False when the
+    rank to signal does not exist yet (the launcher is still starting it)."""
     if sig in ("SIGTERM", "SIGTERM-twice", "SIGTERM-then-SIGKILL"):
         saves = markers(marks, "save")
         proc.send_signal(signal.SIGTERM)
@@ -141,14 +142,16 @@ def deliver(proc: subprocess.Popen, sig: str, marks: str) -> None:
         kill_job(proc)
     else:
         pid = rank_pid(proc, NPROC - 1)
-        if pid is not None:
-            try:
-                if sig == "SIGTERM-rank":
-                    os.killpg(pid, signal.SIGTERM)  # the rank and its DataLoader workers, as torchrun's shutdown does
-                else:
-                    os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if pid is None:
+            return False
+        try:
+            if sig == "SIGTERM-rank":
+                os.killpg(pid, signal.SIGTERM)  # the rank and its DataLoader workers, as torchrun's shutdown does
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+    return True
 
 
 def attempt(cmd: list[str], env: dict, fault: tuple[str, str, float] | None, log_path: str,
@@ -170,8 +173,7 @@ def attempt(cmd: list[str], env: dict, fault: tuple[str, str, float] | None, log
                     hit = markers(marks, "step" if kind == "final" else kind) >= target
                     if hit and kind == "step":
                         time.sleep(random.Random(target).uniform(0, 0.5))  # inside the next step / data loading
-                if hit:
-                    deliver(proc, sig, marks)
+                if hit and deliver(proc, sig, marks):
                     delivered = True
                     break
                 time.sleep(0.02)

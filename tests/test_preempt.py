@@ -396,18 +396,22 @@ def test_two_nodes_with_node_local_out_resume_one_state(demo, tmp_path):
 @pytest.mark.slow
 def test_plain_run_stopped_by_sigterm_and_a_second_job_on_its_out(demo, tmp_path):
     """python train.py under SIGTERM: exits 143 with last.pt saved, within one step plus one write of the signal;
-    while it runs, a second job on the same --out exits 2 naming it, in seconds; the restart finishes bitwise equal
-    to an uninterrupted run."""
+    while it runs, a second job on the same --out exits 2 naming it, in seconds (bitwise exactness after such a
+    stop: test_train.py::test_sigterm_saves_and_exits_cleanly)."""
     import socket
-    common = ["--iters", "30", "--ckpt-interval", "100"]
-    _main(demo, tmp_path / "ref", *common)
     out = tmp_path / "t"
-    cmd = [PY, "train.py", "--data-root", demo, "--out", str(out), *TINY, *common, "--resume"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [PY, "train.py", "--data-root", demo, "--out", str(out), *TINY, "--iters", "5000", "--ckpt-interval",
+           "100000", "--resume"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines, step_s, t_step = [], [], None
+    lines, step_s, t_step, t_term = [], [], None, None
     for line in p.stdout:
         lines.append(line)
+        if line.startswith("iter "):
+            now = time.monotonic()
+            if t_step is not None:
+                step_s.append(now - t_step)
+            t_step = now
         if line.startswith("iter 3/"):
             t0 = time.monotonic()
             second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
@@ -415,20 +419,15 @@ def test_plain_run_stopped_by_sigterm_and_a_second_job_on_its_out(demo, tmp_path
             assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
             assert f"in use by a live job on {socket.gethostname()} pid {p.pid}" in second.stderr, second.stderr
             assert took < 60, took  # imports included; the lease check itself is immediate
-        if line.startswith("iter "):
-            now = time.monotonic()
-            if t_step is not None:
-                step_s.append(now - t_step)
-            t_step = now
-        if line.startswith("iter 8/"):
+            t_step = None
+        if t_term is None and step_s and len(step_s) >= 5:
             t_term = time.monotonic()
             p.send_signal(signal.SIGTERM)
     p.wait(timeout=120)
     t_exit = time.monotonic() - t_term
     text = "".join(lines)
     assert p.returncode == 143 and "SIGTERM: saved" in text, text[-2000:]
-    assert 8 <= _load(out / "last.pt")["iter"] < 30
+    assert 8 <= _load(out / "last.pt")["iter"] < 5000
     # one step (the slowest seen) plus one write plus interpreter teardown, with room for a shared 2-core machine
     assert t_exit < 2 * max(step_s) + 10, (t_exit, step_s)
-    _main(demo, out, *common, "--resume")
-    _same_state(_load(tmp_path / "ref" / "last.pt"), _load(out / "last.pt"))
+    print(f"SIGTERM-to-exit {t_exit:.2f} s; steps {min(step_s):.2f}-{max(step_s):.2f} s; second job {took:.1f} s")
