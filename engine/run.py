@@ -3,8 +3,8 @@ loading a resume state, and the one function that writes a checkpoint.
 
     run = Run(args, info, log)
     settle_precision(args, info)        # --amp resolved once per run, kept on resume
-    pick_resume(run)                    # collective: a bare --resume: the newest readable checkpoint in --out, or a fresh start
-    claim(run)                          # the folder's lease, then a new folder, a restart of this run's files, or exit 2
+    pick_resume(run)                    # collective: the newest checkpoint any rank reads, or a fresh start
+    claim(run)                          # the lease on --out; a new folder, a restart of this run's files, or exit 2
     state = load_resume(run)            # weights, optimiser, scaler, position; None on a fresh start
     restore_rng(run, state)             # every RNG, once the data loader exists
     save(run, ["last.pt"], it)          # collective: every rank calls it, rank 0 writes once, atomically
