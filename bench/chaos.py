@@ -12,6 +12,7 @@ each of its first 1-2 starts it picks
     a fault:  SIGTERM to the torchrun launcher (a scheduler's stop; torchrun forwards it to every rank's process
               group), sent once or twice; SIGTERM then SIGKILL inside the stop path's write; SIGKILL to every process
               of the job (a node lost); SIGTERM to the last rank's process group alone; SIGKILL to that rank alone;
+              SIGKILL to the launcher alone (its ranks go on: the next start must refuse the folder they write);
     a moment: a random time after launch (often before the first checkpoint, even while torch imports), after a random
               training step (plus up to half a second: inside the next step or its data loading), inside validation,
               inside a checkpoint write (the temp file written, not yet renamed), or in the final step and its saves.
@@ -105,7 +106,9 @@ def markers(folder: str, kind: str) -> int:
     return len(glob.glob(os.path.join(folder, kind + ".*")))
 
 
-SIGNALS = ("SIGTERM", "SIGKILL", "SIGTERM-rank", "SIGKILL-rank", "SIGTERM-twice", "SIGTERM-then-SIGKILL")
+SIGNALS = ("SIGTERM", "SIGKILL", "SIGTERM-rank", "SIGKILL-rank", "SIGTERM-twice", "SIGTERM-then-SIGKILL",
+           "SIGKILL-launcher")
+ORPHANS: list[int] = []  # ranks left running by a launcher killed alone (SIGKILL-launcher)
 
 
 def rank_pid(proc: subprocess.Popen, rank: int) -> int | None:
@@ -140,6 +143,9 @@ def deliver(proc: subprocess.Popen, sig: str, marks: str) -> bool:
             kill_job(proc)
     elif sig == "SIGKILL":
         kill_job(proc)
+    elif sig == "SIGKILL-launcher":  # the launcher alone: its ranks go on, as after a scheduler's kill of one process
+        ORPHANS[:] = [q for q in descendants(proc.pid) if q != proc.pid]
+        os.kill(proc.pid, signal.SIGKILL)
     else:
         pid = rank_pid(proc, NPROC - 1)
         if pid is None:
@@ -186,14 +192,13 @@ def attempt(cmd: list[str], env: dict, fault: tuple[str, str, float] | None, log
 
 
 def clean_stop(output: str) -> str:
-    """'' when a SIGTERM'd job stopped the way it should; else what went wrong. The launcher's own traceback
-    (torchrun re-raises the SignalException after its ranks have exited, and exits 1) and its report of ranks that
-    exited 143 are expected; any other traceback is a rank's."""
+    """'' when a SIGTERM'd job stopped the way it should; else what went wrong. The launcher's own tracebacks
+    (torchrun re-raises the SignalException after its ranks have exited, and exits 1; a second SIGTERM interrupts
+    its shutdown) and its report of ranks that exited 143 are expected; a traceback through train.py is a rank's."""
     if "killed by signal" in output:
         return "a DataLoader worker was killed"
     tracebacks = output.split("Traceback (most recent call last):")[1:]
-    if any("bin/torchrun" not in tb.split("\n", 2)[1] and "torch/distributed/run.py" not in tb
-           for tb in tracebacks):
+    if any('train.py", line' in tb or "[rank" in tb for tb in tracebacks):  # the launcher's frames are torch's only
         return "a rank's traceback"
     return ""
 
@@ -253,11 +258,28 @@ def trial(seed: int, demo: str, work: str, reference: dict, pause: float, timeou
     n_faults = len(forced) if forced else rng.choice([1, 2])
     delivered, survived, notes, lost = 0, 0, [], {}
     pending = None  # (fault, newest checkpoint after it, last iteration reached) of the previous attempt
-    for k in range(n_faults + 4):
+    for k in range(n_faults + 6):
         fault = (forced[k] if forced else choose_fault(rng)) if k < n_faults else None
         log = os.path.join(work, f"trial{seed}.{k}.log")
         where = f"log {log}"
         rc, hit, output = attempt(cmd, env, fault, log, timeout)
+        if ORPHANS:  # the previous fault left ranks running: this start must have refused the folder they write
+            live = [q for q in ORPHANS if os.path.exists(f"/proc/{q}")]
+            if live and (rc == 0 or "in use by a live job" not in output):
+                return delivered, survived, (f"a second job started on {out} while the killed launcher's ranks "
+                                             f"{live} still ran (exit {rc}) ({where})"), lost
+            t0 = time.monotonic()
+            while any(os.path.exists(f"/proc/{q}") for q in ORPHANS) and time.monotonic() - t0 < timeout:
+                time.sleep(0.2)
+            for q in ORPHANS:  # what a scheduler's cleanup of the node would do to stragglers
+                try:
+                    os.kill(q, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            ORPHANS.clear()
+            pending = None  # the ranks went on writing after the fault: no iteration to hold the restart to
+            if live:
+                continue
         if pending:  # the restart must continue from the newest checkpoint written before the fault
             pf, saved, got = pending
             at = resumed_at(output)
