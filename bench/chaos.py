@@ -262,24 +262,24 @@ def trial(seed: int, demo: str, work: str, reference: dict, pause: float, timeou
         fault = (forced[k] if forced else choose_fault(rng)) if k < n_faults else None
         log = os.path.join(work, f"trial{seed}.{k}.log")
         where = f"log {log}"
+        orphans = ORPHANS[:]  # ranks the previous fault left running
+        ORPHANS.clear()
         rc, hit, output = attempt(cmd, env, fault, log, timeout)
-        if ORPHANS:  # the previous fault left ranks running: this start must have refused the folder they write
-            live = [q for q in ORPHANS if os.path.exists(f"/proc/{q}")]
+        if orphans:  # this start must have refused the folder they write
+            live = [q for q in orphans if os.path.exists(f"/proc/{q}")]
             if live and (rc == 0 or "in use by a live job" not in output):
                 return delivered, survived, (f"a second job started on {out} while the killed launcher's ranks "
                                              f"{live} still ran (exit {rc}) ({where})"), lost
             t0 = time.monotonic()
-            while any(os.path.exists(f"/proc/{q}") for q in ORPHANS) and time.monotonic() - t0 < timeout:
+            while any(os.path.exists(f"/proc/{q}") for q in orphans) and time.monotonic() - t0 < timeout:
                 time.sleep(0.2)
-            for q in ORPHANS:  # what a scheduler's cleanup of the node would do to stragglers
+            for q in orphans:  # what a scheduler's cleanup of the node would do to stragglers
                 try:
                     os.kill(q, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            ORPHANS.clear()
             pending = None  # the ranks went on writing after the fault: no iteration to hold the restart to
-            if live:
-                continue
+            continue  # their exit markers mixed with this start's: the next start is the one judged
         if pending:  # the restart must continue from the newest checkpoint written before the fault
             pf, saved, got = pending
             at = resumed_at(output)
