@@ -264,6 +264,8 @@ def trial(seed: int, demo: str, work: str, reference: dict, pause: float, timeou
         where = f"log {log}"
         orphans = ORPHANS[:]  # ranks the previous fault left running
         ORPHANS.clear()
+        if orphans:
+            fault = None  # this start is judged on the lease alone: no fault of its own
         rc, hit, output = attempt(cmd, env, fault, log, timeout)
         if orphans:  # this start must have refused the folder they write
             live = [q for q in orphans if os.path.exists(f"/proc/{q}")]
