@@ -117,7 +117,7 @@ def test_stop_on_the_last_step_without_validation_still_writes_best(demo, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trials,seed", [
-    pytest.param(1, 0, id="short"),  # make test: seed 0 kills inside checkpoint writes (SIGKILL, then SIGTERM)
+    pytest.param(1, 0, id="short"),  # make test: seed 0 kills the launcher alone, then the job restarts past it
     pytest.param(2, 1, id="more", marks=pytest.mark.heavy),  # make test-heavy: seeds 1-2, SIGKILL seconds after launch
 ])
 def test_chaos_two_process_torchrun_survives_sigterm_and_sigkill(tmp_path, trials, seed):
