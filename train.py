@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import resource
@@ -24,7 +25,7 @@ from typing import Iterator
 
 # SIGTERM (pre-emption, scancel, torchrun's shutdown) asks the run to stop: from here on it is recorded, not fatal,
 # so one that lands while torch is still importing is honoured after the first step like any other (the loop saves
-# and exits 0). Installed only when run as a script, before the slow imports.
+# and exits 143). Installed only when run as a script, before the slow imports.
 _STOP = {"signal": 0}
 
 
@@ -52,7 +53,7 @@ from engine import semi
 from engine.cli import cli_errors
 from engine.evaluate import autocast, evaluate
 from engine.predict import Predictor, add_mode_args, mode_kwargs
-from engine.log import MetricsLog, plot_curves
+from engine.log import MetricsLog, atomic_write_text, plot_curves
 from engine.schedule import lr_factor
 from engine.syncbn import convert_sync_batchnorm
 
@@ -157,8 +158,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     args.resume_auto = args.resume == "auto"
     imbalance.resolve(args)  # --balance fills the imbalance options it names; a bad one exits 2
     if args.resume == "auto":
-        last = os.path.join(args.out, "last.pt")
-        args.resume = last if os.path.isfile(last) else None  # nothing saved yet: this is the first start
+        args.resume = None  # set_up picks the newest readable checkpoint in --out (R.pick_resume)
     return args
 
 
@@ -168,6 +168,8 @@ def set_up(args: argparse.Namespace) -> R.Run:
     info = D.init(args.device)
     signal.signal(signal.SIGTERM, _request_stop)  # for callers of main() (tests); the script installed it at import
     run = R.Run(args, info, print if info.is_main else (lambda *a, **k: None))
+    for note in R.pick_resume(run):
+        run.log(f"--resume: {note}")
     kept = R.settle_precision(args, info)
     if kept:
         run.log(kept)
@@ -378,36 +380,96 @@ def train_step(run: R.Run, it: int, data_iter: Iterator[dict]) -> tuple[float, f
     return loss_sum, aux_sum, wait
 
 
-def validate_and_save(run: R.Run, done: int) -> None:
-    """After iteration `done`: validate on --eval-interval (a new best is saved as best.pt), save last.pt (and a
-    kept iter_N.pt) on --ckpt-interval; both at the end of the schedule."""
+def validate_and_save(run: R.Run, done: int, due: bool | None = None) -> bool:
+    """After iteration `done`: validate on --eval-interval (or when `due` says so: a validation a stop skipped),
+    then write in one go every checkpoint due (best.pt for a new best, last.pt and a kept iter_N.pt on
+    --ckpt-interval; best.pt and last.pt at the end of the schedule). Whether last.pt was written."""
     args = run.args
-    if done % args.eval_interval == 0 or done == args.iters:
+    names = []
+    if due if due is not None else (done % args.eval_interval == 0 or done == args.iters):
         run.miou = validate(run, done)
         if run.miou > run.best:
             run.best = run.miou
-            R.save(run, "best.pt", done)
+            names.append("best.pt")
         run.fwd.train()
     if done == args.iters and run.val_set is None:
         # Without validation nothing is "best": the final model is, so that best.pt (what make submit, pseudo and
-        # ensemble read) exists. Written before last.pt: a kill between the two resumes from the previous last.pt
-        # and writes both again, while a run found complete (last.pt at --iters) already has its best.pt.
-        R.save(run, "best.pt", done)
-    if done % args.ckpt_interval == 0 or done == args.iters:
-        R.save(run, "last.pt", done)
+        # ensemble read) exists. Published before last.pt: a kill between the two resumes from the previous
+        # last.pt and writes both again, while a run found complete (last.pt at --iters) already has its best.pt.
+        names.append("best.pt")
+    if due is None and (done % args.ckpt_interval == 0 or done == args.iters):
+        names.append("last.pt")
         if done % args.ckpt_interval == 0 and args.keep_ckpts > 0 and done != args.iters:
-            R.save(run, f"iter_{done}.pt", done)
+            names.append(f"iter_{done}.pt")
+    if names:
+        # A periodic write goes on in the background while training continues; best.pt and the end's are written
+        # before the loop goes on (what make submit and a run found complete read).
+        R.save(run, names, done, background=done != args.iters and "best.pt" not in names)
+    return "last.pt" in names
+
+
+def stop_code(run: R.Run, done: int) -> int:
+    """Whether every rank goes on (0) or stops after iteration `done`, agreed in one all-reduce: 1 --stop-after,
+    2 SIGTERM (on any rank), 3 rank 0's lease on --out was taken over by another job."""
+    args = run.args
+    sliced = args.stop_after > 0 and done - run.start_iter >= args.stop_after
+    lost = run.lease is not None and run.lease.lost is not None
+    return D.max_int(3 if lost else 2 if _STOP["signal"] else 1 if sliced else 0, run.info)
+
+
+def stop(run: R.Run, done: int, code: int, write: bool, pending_val: bool = False) -> None:
+    """Leave the loop after iteration `done` on every rank: one last.pt write (unless it already holds `done`),
+    nothing else, so the stop fits a scheduler's grace period; then exit 143 (SIGTERM) or 75 (--stop-after), or 2
+    without saving when another job holds --out."""
+    args, info = run.args, run.info
+    last = os.path.join(args.out, "last.pt")
+    if code == 3:
+        if info.is_main:
+            print(f"error: {args.out}: its lease was taken over by {run.lease.lost}; stopped without saving so that "
+                  f"one job writes the folder (last checkpoint: {last})", file=sys.stderr)
+        D.cleanup(info)
+        sys.exit(2)
+    if write:
+        R.save(run, "last.pt", done, pending_val=pending_val)  # after a background write in flight, if any
+    R.wait_saves(run)
+    why = f"--stop-after {args.stop_after}" if code == 1 else "SIGTERM"
+    run.log(f"{why}: saved {last} at iteration {done}" + (" (its validation runs first on resume)" if pending_val
+                                                          else "") + "; continue with --resume")
+    if run.lease is not None:
+        run.lease.release()
+    D.cleanup(info)
+    code = R.EXIT_SLICED if code == 1 else R.EXIT_STOPPED
+    chaos.exit_code(code)
+    sys.exit(code)
 
 
 def train(run: R.Run, data_iter: Iterator[dict]) -> None:
-    """The loop: steps from the resumed iteration to --iters, logging, validating and saving on their intervals;
-    SIGTERM (on any rank) or --stop-after saves last.pt and exits 0 on every rank; the stop flag is all-reduced
-    after every step, so all ranks stop after the same one."""
+    """The loop: steps from the resumed iteration to --iters, logging, validating and saving on their intervals.
+    A stop (SIGTERM on any rank, --stop-after) is all-reduced after every step, so all ranks stop after the same
+    one; it skips that step's validation (recorded as pending in last.pt, run first on resume) and its periodic
+    writes, writes last.pt once and exits non-zero (stop()). A stop seen after the last step just ends the run."""
     args, info = run.args, run.info
     bar = None
     if info.is_main and not args.no_progress:
         from tqdm import tqdm
         bar = tqdm(total=args.iters, initial=run.start_iter, dynamic_ncols=True, desc="train", file=sys.stdout)
+
+    def leave(done: int, code: int, write: bool, pending_val: bool = False) -> None:
+        if bar:
+            bar.close()
+        stop(run, done, code, write, pending_val)
+
+    if run.pending_val:
+        # The validation a stop skipped, with the RNG state it would have met, so the run stays bitwise exact;
+        # its record replaces any the stopped run wrote for this iteration.
+        recs = run.metrics.read() if info.is_main else []
+        if any(r.get("iter") == run.start_iter and "miou" in r for r in recs):
+            atomic_write_text(run.metrics.path, "".join(json.dumps(r) + "\n" for r in recs
+                                                        if not (r.get("iter") == run.start_iter and "miou" in r)))
+        validate_and_save(run, run.start_iter, due=True)
+        code = stop_code(run, run.start_iter)
+        if code:
+            leave(run.start_iter, code, write=False)  # last.pt still holds this iteration, validation pending
     run.fwd.train()
     t_last, wait_acc, loss_acc, aux_acc, n_acc = time.perf_counter(), 0.0, 0.0, 0.0, 0
     for it in range(run.start_iter, args.iters):
@@ -439,21 +501,23 @@ def train(run: R.Run, data_iter: Iterator[dict]) -> None:
                     run.log(f"iter {done}/{args.iters} loss {rec['loss']:.4f} lr {rec['lr']:.2e} {sps:.1f} samples/s")
             t_last, wait_acc, loss_acc, aux_acc, n_acc = time.perf_counter(), 0.0, 0.0, 0.0, 0
         chaos.point("step")
-        validate_and_save(run, done)
         if done == args.iters:
-            break  # a stop request on the last step: the run is complete and ends normally
-        sliced = args.stop_after > 0 and done - run.start_iter >= args.stop_after
-        if D.any_flag(bool(_STOP["signal"]) or sliced, info):
-            if done % args.ckpt_interval != 0:
-                R.save(run, "last.pt", done)
-            if bar:
-                bar.close()
-            why = f"--stop-after {args.stop_after}" if sliced else "SIGTERM"  # sliced: the same on every rank
-            run.log(f"{why}: saved {os.path.join(args.out, 'last.pt')} at iteration {done}; continue with --resume")
-            D.cleanup(info)
-            sys.exit(0)
+            validate_and_save(run, done)  # a stop request on the last step: the run is complete and ends normally
+            break
+        code = stop_code(run, done)
+        if code:
+            leave(done, code, write=True, pending_val=run.val_set is not None and done % args.eval_interval == 0)
+        val_due = run.val_set is not None and done % args.eval_interval == 0
+        wrote_last = validate_and_save(run, done)
+        if val_due or wrote_last:  # a signal during that validation or write: stop now, not one step later
+            code = stop_code(run, done)
+            if code:
+                leave(done, code, write=not wrote_last)
     if bar:
         bar.close()
+    R.wait_saves(run)
+    if run.lease is not None:
+        run.lease.release()
 
 
 def main(args: argparse.Namespace) -> float:
@@ -469,6 +533,7 @@ def main(args: argparse.Namespace) -> float:
     if run.val_set is not None:
         run.log(f"final val mIoU: {run.miou:.4f} (best {run.best:.4f}) | checkpoints in {args.out}")
     D.cleanup(run.info)
+    chaos.exit_code(0)
     return run.miou
 
 

@@ -9,25 +9,38 @@ Each trial runs `torchrun --standalone --nproc_per_node 2 train.py ... --workers
 process with --nproc 1 / CHAOS_NPROC=1) on tiny demo data (8 steps of crop 64, validation after steps 4 and 8,
 last.pt every 3): one command for the first start and every restart, as a pre-emptible job's script would. Before
 each of its first 1-2 starts it picks
-    a fault:  SIGTERM to the torchrun launcher (a scheduler's stop; torchrun forwards it to every rank's process group)
-              or SIGKILL to every process of the job (launcher, ranks, DataLoader workers: a node lost), and
+    a fault:  SIGTERM to the torchrun launcher (a scheduler's stop; torchrun forwards it to every rank's process
+              group), sent once or twice; SIGTERM then SIGKILL inside the stop path's write; SIGKILL to every process
+              of the job (a node lost); SIGTERM to the last rank's process group alone; SIGKILL to that rank alone;
+              SIGKILL to the launcher alone (its ranks go on: the next start must refuse the folder they write);
     a moment: a random time after launch (often before the first checkpoint, even while torch imports), after a random
               training step (plus up to half a second: inside the next step or its data loading), inside validation,
-              or inside a checkpoint write (the temp file written, not yet renamed).
+              inside a checkpoint write (the temp file written, not yet renamed), or in the final step and its saves.
 The moments come from marker files that train.py writes when TRASHSEG_CHAOS_DIR is set (engine/chaos.py; inert
 otherwise), which also holds validation and checkpoint writes open TRASHSEG_CHAOS_PAUSE seconds so the signal lands
-inside them. A trial fails when the run does not finish within its restarts, when a SIGTERM'd run does not exit
-cleanly (a rank's traceback, a DataLoader worker killed, no "SIGTERM: saved" once training had started), or when its
-final last.pt (weights and optimizer state) differs from the uninterrupted run's. Prints one line per trial and
+inside them. A trial fails when
+    the run does not finish within its restarts, or exits non-zero without a fault;
+    a SIGTERM'd run does not stop cleanly: a rank's traceback, a DataLoader worker killed, no "SIGTERM: saved" once
+        training had started, or a rank's exit code (engine.chaos.exit_code) other than 143 (0 if it finished);
+    a restart resumes another iteration than the newest checkpoint written before the fault (a deterministic replay
+        from an older one would still end bitwise equal: this is what sees lost work), or loses more steps than
+        allowed (SIGTERM kinds: none; SIGKILL kinds: at most --ckpt-interval);
+    the metrics log is not one record per step and per validation, best.pt does not hold the best logged mIoU, or
+        the final last.pt (weights and optimizer state) differs from the uninterrupted run's.
+Prints one line per trial and
     faults survived N/N, bitwise-identical M/M
-with the seeds of failing trials; exit status 1 when any trial failed.
+    lost steps per fault: KIND max S (n=COUNT); ...
+with the seeds of failing trials; exit status 1 when any trial failed. --fault SIGNAL:MOMENT:TARGET (repeatable)
+replaces the random faults; TRASHSEG_CHAOS_BREAK=data|older breaks resume on purpose to show a trial failing.
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -42,7 +55,7 @@ ITERS, EVAL, CKPT = 8, 4, 3
 TRAIN = ["--model", "upernet_convnext_demo", "--crop-size", "64", "--grad-accum", "2", "--workers", "1",
          "--iters", str(ITERS), "--eval-interval", str(EVAL), "--ckpt-interval", str(CKPT), "--keep-ckpts", "1",
          "--warmup-iters", "1", "--lr", "1e-3", "--log-interval", "1", "--no-progress", "--seed", "0"]
-MOMENTS = ("time", "step", "val", "save")
+MOMENTS = ("time", "step", "val", "save", "final")
 
 
 def make_demo(root: str) -> None:
@@ -93,9 +106,63 @@ def markers(folder: str, kind: str) -> int:
     return len(glob.glob(os.path.join(folder, kind + ".*")))
 
 
+SIGNALS = ("SIGTERM", "SIGKILL", "SIGTERM-rank", "SIGKILL-rank", "SIGTERM-twice", "SIGTERM-then-SIGKILL",
+           "SIGKILL-launcher")
+ORPHANS: list[int] = []  # ranks left running by a launcher killed alone (SIGKILL-launcher)
+
+
+def rank_pid(proc: subprocess.Popen, rank: int) -> int | None:
+    """The process of `rank` (a child of the launcher whose RANK is `rank`), or None before it exists."""
+    for q in descendants(proc.pid):
+        try:
+            with open(f"/proc/{q}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            env = open(f"/proc/{q}/environ", "rb").read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == proc.pid and f"RANK={rank}".encode() in env:
+            return q
+    return None
+
+
+def deliver(proc: subprocess.Popen, sig: str, marks: str) -> bool:
+    """Send one fault: SIGTERM to the launcher (once, or twice 0.3 s apart), SIGKILL to the whole job, SIGTERM to
+    the last rank's process group or SIGKILL to that rank alone, or SIGTERM and then SIGKILL to the whole job as
+    soon as the stop path's checkpoint write is inside (its temp file written, not yet renamed). False when the
+    rank to signal does not exist yet (the launcher is still starting it)."""
+    if sig in ("SIGTERM", "SIGTERM-twice", "SIGTERM-then-SIGKILL"):
+        saves = markers(marks, "save")
+        proc.send_signal(signal.SIGTERM)
+        if sig == "SIGTERM-twice":
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+        elif sig == "SIGTERM-then-SIGKILL":
+            t0 = time.monotonic()
+            while markers(marks, "save") == saves and proc.poll() is None and time.monotonic() - t0 < 120:
+                time.sleep(0.02)
+            kill_job(proc)
+    elif sig == "SIGKILL":
+        kill_job(proc)
+    elif sig == "SIGKILL-launcher":  # the launcher alone: its ranks go on, as after a scheduler's kill of one process
+        ORPHANS[:] = [q for q in descendants(proc.pid) if q != proc.pid]
+        os.kill(proc.pid, signal.SIGKILL)
+    else:
+        pid = rank_pid(proc, NPROC - 1)
+        if pid is None:
+            return False
+        try:
+            if sig == "SIGTERM-rank":
+                os.killpg(pid, signal.SIGTERM)  # the rank and its DataLoader workers, as torchrun's shutdown does
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+    return True
+
+
 def attempt(cmd: list[str], env: dict, fault: tuple[str, str, float] | None, log_path: str,
             timeout: float) -> tuple[int, bool, str]:
-    """Run the command once, delivering `fault` = (signal name, moment kind, target) if the run gets that far.
+    """Run the command once, delivering `fault` = (signal kind, moment kind, target) if the run gets that far.
     Returns (exit status, fault delivered, output)."""
     marks = env["TRASHSEG_CHAOS_DIR"]
     shutil.rmtree(marks, ignore_errors=True)
@@ -109,14 +176,10 @@ def attempt(cmd: list[str], env: dict, fault: tuple[str, str, float] | None, log
                 if kind == "time":
                     hit = time.monotonic() - t0 >= target
                 else:
-                    hit = markers(marks, kind) >= target
+                    hit = markers(marks, "step" if kind == "final" else kind) >= target
                     if hit and kind == "step":
                         time.sleep(random.Random(target).uniform(0, 0.5))  # inside the next step / data loading
-                if hit:
-                    if sig == "SIGTERM":
-                        proc.send_signal(signal.SIGTERM)  # to the launcher only, as Slurm / Kubernetes do
-                    else:
-                        kill_job(proc)
+                if hit and deliver(proc, sig, marks):
                     delivered = True
                     break
                 time.sleep(0.02)
@@ -129,62 +192,148 @@ def attempt(cmd: list[str], env: dict, fault: tuple[str, str, float] | None, log
 
 
 def clean_stop(output: str) -> str:
-    """'' when a SIGTERM'd job stopped the way it should; else what went wrong. The launcher's own traceback
-    (torchrun re-raises the SignalException after its ranks have exited, and exits 1) is expected; any other is a
-    rank's."""
+    """'' when a SIGTERM'd job stopped the way it should; else what went wrong. The launcher's own tracebacks
+    (torchrun re-raises the SignalException after its ranks have exited, and exits 1; a second SIGTERM interrupts
+    its shutdown) and its report of ranks that exited 143 are expected; a traceback through train.py is a rank's."""
     if "killed by signal" in output:
         return "a DataLoader worker was killed"
     tracebacks = output.split("Traceback (most recent call last):")[1:]
-    if any("bin/torchrun" not in tb.split("\n", 2)[1] for tb in tracebacks):
+    if any('train.py", line' in tb or "[rank" in tb for tb in tracebacks):  # the launcher's frames are torch's only
         return "a rank's traceback"
     return ""
 
 
-def trial(seed: int, demo: str, work: str, reference: dict, pause: float, timeout: float) -> tuple[int, int, str]:
-    """One trial: (faults delivered, faults survived, failure or '')."""
+def exit_codes(marks: str) -> list[int]:
+    """The exit codes the ranks recorded (engine.chaos.exit_code) in the attempt that just ended."""
+    return sorted(int(os.path.basename(p).split(".")[1]) for p in glob.glob(os.path.join(marks, "exit.*")))
+
+
+def saved_iter(out: str) -> int:
+    """The iteration of the newest checkpoint a bare --resume may use (last.pt, else the newest iter_N.pt); 0: none."""
+    import torch
+    best = 0
+    for p in [os.path.join(out, "last.pt")] + glob.glob(os.path.join(out, "iter_*.pt")):
+        try:
+            best = max(best, int(torch.load(p, map_location="cpu", weights_only=True, mmap=True)["iter"]))
+        except Exception:
+            continue
+    return best
+
+
+def reached(output: str) -> int:
+    """The last training iteration the attempt logged (0: none)."""
+    its = [int(m) for m in re.findall(r"^iter (\d+)/", output, re.M)]
+    return max(its, default=0)
+
+
+def resumed_at(output: str) -> int:
+    m = re.search(r"^resumed .* at iteration (\d+)", output, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def choose_fault(rng: random.Random) -> tuple[str, str, float]:
+    kind = rng.choice(MOMENTS)
+    target = {"time": rng.uniform(1.0, 25.0), "step": rng.randint(1, NPROC * ITERS - 2),
+              "val": rng.randint(1, NPROC), "save": rng.randint(1, 3),
+              "final": NPROC * (ITERS - 1) + 1}[kind]  # inside the final step and its saves
+    return rng.choice(SIGNALS), kind, target
+
+
+def parse_fault(text: str) -> tuple[str, str, float]:
+    sig, kind, target = text.split(":")
+    assert sig in SIGNALS and kind in MOMENTS, text
+    return sig, kind, float(target)
+
+
+def trial(seed: int, demo: str, work: str, reference: dict, pause: float, timeout: float,
+          forced: list[tuple[str, str, float]] | None = None) -> tuple[int, int, str, dict]:
+    """One trial: (faults delivered, faults survived, failure or '', steps lost per fault kind)."""
     import torch
     rng = random.Random(seed)
     out = os.path.join(work, f"trial{seed}")
     shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRASHSEG_CHAOS_DIR": os.path.join(work, f"marks{seed}"),
-           "TRASHSEG_CHAOS_PAUSE": str(pause)}
+    marks = os.path.join(work, f"marks{seed}")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRASHSEG_CHAOS_DIR": marks, "TRASHSEG_CHAOS_PAUSE": str(pause)}
     cmd = command(demo, out)
-    n_faults, delivered, survived, notes = rng.choice([1, 2]), 0, 0, []
-    for k in range(n_faults + 3):
-        fault = None
-        if k < n_faults:
-            kind = rng.choice(MOMENTS)
-            target = {"time": rng.uniform(1.0, 25.0), "step": rng.randint(1, NPROC * ITERS - 2),
-                      "val": rng.randint(1, NPROC), "save": rng.randint(1, 3)}[kind]
-            fault = (rng.choice(["SIGTERM", "SIGKILL"]), kind, target)
-        rc, hit, output = attempt(cmd, env, fault, os.path.join(work, f"trial{seed}.{k}.log"), timeout)
+    n_faults = len(forced) if forced else rng.choice([1, 2])
+    delivered, survived, notes, lost = 0, 0, [], {}
+    pending = None  # (fault, newest checkpoint after it, last iteration reached) of the previous attempt
+    for k in range(n_faults + 6):
+        fault = (forced[k] if forced else choose_fault(rng)) if k < n_faults else None
+        log = os.path.join(work, f"trial{seed}.{k}.log")
+        where = f"log {log}"
+        orphans = ORPHANS[:]  # ranks the previous fault left running
+        ORPHANS.clear()
+        if orphans:
+            fault = None  # this start is judged on the lease alone: no fault of its own
+        rc, hit, output = attempt(cmd, env, fault, log, timeout)
+        if orphans:  # this start must have refused the folder they write
+            live = [q for q in orphans if os.path.exists(f"/proc/{q}")]
+            if live and (rc == 0 or "in use by a live job" not in output):
+                return delivered, survived, (f"a second job started on {out} while the killed launcher's ranks "
+                                             f"{live} still ran (exit {rc}) ({where})"), lost
+            t0 = time.monotonic()
+            while any(os.path.exists(f"/proc/{q}") for q in orphans) and time.monotonic() - t0 < timeout:
+                time.sleep(0.2)
+            for q in orphans:  # what a scheduler's cleanup of the node would do to stragglers
+                try:
+                    os.kill(q, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            pending = None  # the ranks went on writing after the fault: no iteration to hold the restart to
+            continue  # their exit markers mixed with this start's: the next start is the one judged
+        if pending:  # the restart must continue from the newest checkpoint written before the fault
+            pf, saved, got = pending
+            at = resumed_at(output)
+            if at != saved:
+                return delivered, survived, (f"after {pf[0]}@{pf[1]} the restart resumed iteration {at}, the newest "
+                                             f"checkpoint written before it holds {saved} ({where})"), lost
+            steps = max(got - at, 0)
+            lost.setdefault(pf[0], []).append(steps)
+            limit = 0 if pf[0] in ("SIGTERM", "SIGTERM-rank", "SIGTERM-twice") else CKPT
+            if steps > limit:
+                return delivered, survived, (f"{pf[0]}@{pf[1]} lost {steps} steps (at most {limit}; reached {got}, "
+                                             f"resumed {at}) ({where})"), lost
+            pending = None
+        codes = exit_codes(marks)
+        started = reached(output) > resumed_at(output)
         if hit:
             delivered += 1
             notes.append(f"{fault[0]}@{fault[1]}{'' if fault[1] == 'time' else ' '}"
                          f"{fault[2]:.1f}{'s' if fault[1] == 'time' else ''}")
-            bad = clean_stop(output) if fault[0] == "SIGTERM" else ""
-            started = "iter 1/" in output
-            if fault[0] == "SIGTERM" and started and "SIGTERM: saved" not in output and "final val" not in output:
+            term = fault[0] in ("SIGTERM", "SIGTERM-rank", "SIGTERM-twice")
+            bad = clean_stop(output) if term else ""
+            if term and started and "SIGTERM: saved" not in output and "final val" not in output:
                 bad = bad or "no 'SIGTERM: saved'"
+            if term and started and (len(codes) != NPROC or set(codes) - {143, 0}):
+                bad = bad or f"rank exit codes {codes}, expected {NPROC} x 143 (or 0: finished)"
             if bad:
-                where = f"log {work}/trial{seed}.{k}.log"
-                return delivered, survived, f"{fault[0]} at {fault[1]} {fault[2]}: {bad} ({where})"
+                return delivered, survived, f"{fault[0]} at {fault[1]} {fault[2]}: {bad} ({where})", lost
             survived += 1
+            pending = (fault, saved_iter(out), reached(output))
             continue
-        if rc != 0:
-            return delivered, survived, f"exit {rc} without a fault (log {work}/trial{seed}.{k}.log)"
+        if rc != 0 or codes != [0] * NPROC:
+            return delivered, survived, f"exit {rc} (ranks {codes}) without a fault ({where})", lost
         break
     last = os.path.join(out, "last.pt")
     if not os.path.isfile(last):
-        return delivered, survived, "no last.pt"
+        return delivered, survived, "no last.pt", lost
     state = torch.load(last, map_location="cpu", weights_only=True)
     if state["iter"] != ITERS:
-        return delivered, survived, f"ended at iteration {state['iter']}"
+        return delivered, survived, f"ended at iteration {state['iter']}", lost
     if not os.path.isfile(os.path.join(out, "best.pt")):
-        return delivered, survived, "no best.pt"
+        return delivered, survived, "no best.pt", lost
+    rows = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
+    steps = [r["iter"] for r in rows if "loss" in r]
+    vals = [r["iter"] for r in rows if "miou" in r]
+    if steps != list(range(1, ITERS + 1)) or vals != list(range(EVAL, ITERS + 1, EVAL)):
+        return delivered, survived, f"metrics log not continuous: steps {steps}, validations {vals}", lost
+    best = torch.load(os.path.join(out, "best.pt"), map_location="cpu", weights_only=True)
+    if best["best_miou"] != max(r["miou"] for r in rows if "miou" in r):
+        return delivered, survived, f"best.pt holds mIoU {best['best_miou']}, not the best logged", lost
     diff = differing(reference, state)
-    return delivered, survived, (f"not bitwise identical ({diff}) after " + ", ".join(notes)) if diff else \
-        ("ok: " + ", ".join(notes) if notes else "ok: no fault landed")
+    return delivered, survived, ((f"not bitwise identical ({diff}) after " + ", ".join(notes)) if diff else
+                                 ("ok: " + ", ".join(notes) if notes else "ok: no fault landed")), lost
 
 
 def differing(a: dict, b: dict) -> str:
@@ -210,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pause", type=float, default=1.0, help="TRASHSEG_CHAOS_PAUSE: seconds validation / writes hold")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one start may take")
     p.add_argument("--nproc", type=int, choices=[1, 2], default=NPROC, help="processes per job (CHAOS_NPROC)")
+    p.add_argument("--fault", action="append", default=None, metavar="SIGNAL:MOMENT:TARGET",
+                   help="the faults of every trial, in order, instead of random ones (e.g. SIGTERM:step:10); "
+                        f"signals {', '.join(SIGNALS)}; moments {', '.join(MOMENTS)}")
     a = p.parse_args(argv)
     globals()["NPROC"] = a.nproc
     import torch
@@ -228,11 +380,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     reference = torch.load(os.path.join(ref_out, "last.pt"), map_location="cpu", weights_only=True)
     faults = survived = identical = 0
-    failed = []
+    failed, lost_all = [], {}
     for i in range(a.trials):
         seed = a.seed + i
         t0 = time.monotonic()
-        d, s, msg = trial(seed, demo, work, reference, a.pause, a.timeout)
+        d, s, msg, lost = trial(seed, demo, work, reference, a.pause, a.timeout,
+                                [parse_fault(f) for f in a.fault] if a.fault else None)
+        for kind, steps in lost.items():
+            lost_all.setdefault(kind, []).extend(steps)
         faults, survived = faults + d, survived + s
         ok = msg.startswith("ok")
         identical += ok
@@ -241,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trial {i + 1}/{a.trials} seed {seed}: {msg} ({time.monotonic() - t0:.0f} s)", flush=True)
     print(f"faults survived {survived}/{faults}, bitwise-identical {identical}/{a.trials}"
           + (" (1 process)" if a.nproc == 1 else ""))
+    print("lost steps per fault: " + ("; ".join(f"{k} max {max(v)} (n={len(v)})" for k, v in sorted(lost_all.items()))
+                                      or "none delivered"))
     if failed:
         print(f"failing seeds: {' '.join(map(str, failed))} (replay: python -m bench.chaos --trials 1 --seed S; "
               f"logs in {work})")

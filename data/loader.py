@@ -12,6 +12,7 @@ replays the stream exactly.
 from __future__ import annotations
 
 import atexit
+import multiprocessing
 import os
 import signal
 import weakref
@@ -251,12 +252,28 @@ class DataLoader(_TorchDataLoader):
     def __iter__(self):
         if self.num_workers == 0:
             return super().__iter__()
+        # Workers start with SIGTERM blocked: a blocked signal mask is inherited across fork and exec, so it covers
+        # the seconds a spawn / forkserver worker spends importing before _worker_init runs (and the forkserver
+        # itself), where the default action would kill it. The main process only defers a SIGTERM that lands in
+        # this window: it is delivered when the mask is restored (or at once to another of its threads).
+        # They also start while OpenCV's pool is at one thread: a child forked from a threaded pool hangs in
+        # _worker_init's setNumThreads.
+        block = hasattr(signal, "pthread_sigmask")
+        ctx = self.multiprocessing_context or multiprocessing
+        if block and ctx.get_start_method() != "fork":
+            # Started here, the resource tracker would unblock SIGTERM in this thread once it runs (it blocks and
+            # unblocks SIGINT and SIGTERM around its own launch): start it first.
+            from multiprocessing import resource_tracker
+            resource_tracker.ensure_running()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if block else None
         threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
         try:
             it = super().__iter__()  # forks the workers (the first time, for persistent ones)
         finally:
             cv2.setNumThreads(threads)
+            if block:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
         _LIVE_ITERATORS.add(it)
         return it
 

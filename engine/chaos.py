@@ -7,6 +7,8 @@ can send its signal at a known moment rather than a guessed one:
     val    inside validation, after the first batch (train.py, every rank; eval DataLoader workers alive)
     save   inside a checkpoint write: the temp file is written and fsync'ed, not yet renamed (engine.checkpoint)
 
+    exit   the process is about to exit with a code (train.py: DIR/exit.CODE.PID.N), so every rank's code is seen
+
 At `val` and `save` the process then sleeps TRASHSEG_CHAOS_PAUSE seconds (default 0), which widens those windows
 enough for a signal to land inside them. Nothing else changes: no RNG is drawn, so runs stay bitwise comparable.
 """
@@ -17,6 +19,10 @@ import os
 import time
 
 DIR = os.environ.get("TRASHSEG_CHAOS_DIR", "")
+# A resume broken on purpose, to show that the harness reports it (tests only; needs TRASHSEG_CHAOS_DIR too):
+#   data   the data position restored one global batch back (the weights then differ)
+#   older  a bare --resume takes the oldest readable checkpoint, not the newest (lost work, bitwise still equal)
+BREAK = os.environ.get("TRASHSEG_CHAOS_BREAK", "") if DIR else ""
 PAUSE = float(os.environ.get("TRASHSEG_CHAOS_PAUSE", "0") or 0)
 _seq = itertools.count()
 
@@ -29,3 +35,10 @@ def point(kind: str) -> None:
         pass
     if kind != "step" and PAUSE > 0:
         time.sleep(PAUSE)
+
+
+def exit_code(code: int) -> None:
+    """Record the code this process is about to exit with (inert without TRASHSEG_CHAOS_DIR)."""
+    if DIR:
+        with open(os.path.join(DIR, f"exit.{code}.{os.getpid()}.{next(_seq)}"), "w"):
+            pass

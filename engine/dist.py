@@ -49,9 +49,22 @@ def init(device: str | None = "auto") -> DistInfo:
     dev = resolve_device(device, local)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30),
-                                device_id=dev if dev.type == "cuda" else None)
+        timeout = datetime.timedelta(minutes=30)
+        dist.init_process_group(backend=backend, timeout=timeout, device_id=dev if dev.type == "cuda" else None,
+                                **_restart_store(rank, world, timeout))
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def _restart_store(rank: int, world: int, timeout: datetime.timedelta) -> dict:
+    """init_process_group's store for a worker group that torchrun --max-restarts started again: the agent's store
+    still holds the previous group's addresses under the same keys, and gloo connected to those dead ranks
+    ("connectFullMesh failed ... Connection refused"); a prefix per restart keeps each group to its own keys."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if attempt == "0" or "MASTER_ADDR" not in os.environ:
+        return {}
+    from torch.distributed.rendezvous import _create_c10d_store
+    store = _create_c10d_store(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), rank, world, timeout)
+    return {"store": dist.PrefixStore(f"trashseg/restart_{attempt}", store), "rank": rank, "world_size": world}
 
 
 def barrier(info: DistInfo) -> None:
@@ -72,6 +85,34 @@ def any_flag(flag: bool, info: DistInfo) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def max_int(value: int, info: DistInfo) -> int:
+    """The largest of every rank's `value`, on every rank (the loop's stop code: one all-reduce per step)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([float(value)], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def gather(obj, info: DistInfo) -> list:
+    """Every rank's `obj`, in rank order, on every rank ([obj] outside a process group)."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj, src: int, info: DistInfo):
+    """Rank `src`'s `obj` on every rank (pickled through the process group: a checkpoint reaches ranks whose
+    filesystem does not hold it)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 def is_main() -> bool:

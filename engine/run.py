@@ -3,40 +3,59 @@ loading a resume state, and the one function that writes a checkpoint.
 
     run = Run(args, info, log)
     settle_precision(args, info)        # --amp resolved once per run, kept on resume
-    claim(run)                          # a new folder, a restart of this run's own files, or exit 2
+    pick_resume(run)                    # collective: the newest checkpoint any rank reads, or a fresh start
+    claim(run)                          # the lease on --out; a new folder, a restart of this run's files, or exit 2
     state = load_resume(run)            # weights, optimiser, scaler, position; None on a fresh start
     restore_rng(run, state)             # every RNG, once the data loader exists
-    save(run, "last.pt", it)            # collective: every rank calls it, rank 0 writes atomically
+    save(run, ["last.pt"], it)          # collective: every rank calls it, rank 0 writes once, atomically
+
+Exit codes of train.py: 0 the run is complete; 143 (128 + SIGTERM) stopped by SIGTERM after saving last.pt;
+75 (EX_TEMPFAIL) stopped by --stop-after after saving last.pt; 2 a usage or folder error (another live job holds
+--out, a folder of another run, an unreadable --resume PATH); 3 a non-finite loss (nothing saved).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import atexit
 import math
 import os
+import signal
+import socket
 import sys
+import threading
+import time
+import uuid
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 import models
+from engine import chaos
 from engine import checkpoint as ckpt
 from engine import dist as D
 from engine.evaluate import run_precision
 from engine.log import MetricsLog, atomic_write_text
 
 
+EXIT_STOPPED = 128 + signal.SIGTERM  # what a process killed by SIGTERM reports: schedulers count it as pre-empted
+EXIT_SLICED = 75  # EX_TEMPFAIL (sysexits.h): --stop-after's planned pause, to be continued with --resume
+
 # Settings that do not change what is trained (where output goes, how often it is written, how it is shown).
-_RUN_ONLY = {"amp_request", "resume", "resume_auto", "overwrite", "out", "workers", "no_progress", "log_interval", "eval_interval",
-             "ckpt_interval", "keep_ckpts", "stop_after", "device", "skip_invalid"}
+_RUN_ONLY = {"amp_request", "resume", "resume_auto", "overwrite", "out", "workers", "no_progress", "log_interval",
+             "eval_interval", "ckpt_interval", "keep_ckpts", "stop_after", "device", "skip_invalid"}
+# Run settings that still change the trained bits: each validation's DataLoader draws its base seed from the global
+# RNG, which drop path and dropout then continue from, so validating at other iterations shifts what follows.
+_SHIFTS_RNG = {"eval_interval"}
 
 
-def changed_settings(saved: dict, now: dict) -> list[str]:
-    """'name old → new' for every training setting that differs from the checkpoint's recorded arguments."""
+def changed_settings(saved: dict, now: dict, also: set[str] = frozenset()) -> list[str]:
+    """'name old → new' for every training setting (and each run setting in `also`) that differs from the
+    checkpoint's recorded arguments."""
     return [f"{k} {saved[k]!r} → {now[k]!r}" for k in sorted(now)
-            if k in saved and k not in _RUN_ONLY and saved[k] != now[k]]
-
+            if k in saved and (k not in _RUN_ONLY or k in also) and saved[k] != now[k]]
 
 
 @dataclass
@@ -65,6 +84,11 @@ class Run:
     pool_iter: Any = None
     teacher: Any = None
     aug_knobs: Any = None
+    resume_src: int | None = None  # the rank whose checkpoint every rank resumes (None: each reads its own)
+    writer: bool = False  # this rank writes checkpoints: rank 0, and each node's first rank when --out is node-local
+    pending_val: bool = False  # a stop skipped the validation due at start_iter: it runs before the next step
+    lease: "Lease" = None  # rank 0's hold on --out
+    write_job: dict | None = None  # the background checkpoint write in flight (save(background=True))
 
     @property
     def global_batch(self) -> int:
@@ -111,11 +135,152 @@ def _recorded_args(args: argparse.Namespace) -> dict | None:
 
 
 
+def pick_resume(run: Run) -> list[str]:
+    """Which checkpoint the run resumes, agreed by every rank. Each rank looks on its own filesystem: a bare --resume
+    for the newest readable checkpoint in --out (last.pt, else an iter_N.pt), --resume PATH for that file. The
+    newest any rank can read wins, so a fresh node as rank 0 or node-local --out folders resume the run's latest
+    state; when some rank lacks it, run.resume_src names the rank whose copy load_resume sends to all. None on every
+    rank: a fresh start. Returns the notes for the log (unreadable files passed over, where the state comes from)."""
+    args, info = run.args, run.info
+    notes, path, it = [], None, -1
+    if args.resume_auto:
+        path, notes = ckpt.newest_readable(args.out)
+    elif args.resume:
+        path = args.resume
+        if not info.enabled:
+            return []  # one process: load_resume reads it or says why not
+    if path:
+        try:
+            it = ckpt.peek_iter(path)
+        except Exception as e:
+            notes.append(f"{path} cannot be read ({type(e).__name__})")
+            path = None
+    found = D.gather((it, socket.gethostname(), path), info)
+    top = max(f[0] for f in found)
+    if top < 0:
+        if args.resume and not args.resume_auto:
+            print(f"error: --resume {args.resume}: no process can read it "
+                  f"(hosts {', '.join(sorted({f[1] for f in found}))})", file=sys.stderr)
+            sys.exit(2)
+        args.resume = None
+        if notes:
+            notes.append("no readable checkpoint: starting afresh")
+        return notes
+    run.resume_src = next(r for r, f in enumerate(found) if f[0] == top)
+    if all(f[0] == top for f in found):
+        run.resume_src = None  # every rank reads its own copy
+    args.resume = path if it == top else found[run.resume_src][2]
+    if run.resume_src is not None:
+        behind = [f"rank {r} on {f[1]} (iteration {f[0]})" if f[0] >= 0 else f"rank {r} on {f[1]} (none)"
+                  for r, f in enumerate(found) if f[0] != top]
+        notes.append(f"resuming iteration {top} from rank {run.resume_src}'s {found[run.resume_src][2]} on "
+                     f"{found[run.resume_src][1]}, sent to " + ", ".join(behind))
+    elif notes:
+        notes.append(f"resuming from {args.resume}")
+    return notes
+
+
+class Lease:
+    """One live job per --out: OUT/.lease names its holder (host, pid, job) and the holder renews it (its mtime)
+    every TTL/3 s from a background thread; TTL is TRASHSEG_LEASE_S (default 30). A job that finds the lease held
+    by a live process exits 2 naming it: two jobs writing one folder (a launcher SIGKILLed alone leaves its ranks
+    running while the scheduler starts the replacement) would delete each other's temp files and replace each
+    other's last.pt. A lease of a dead process on this host, or one not renewed for TTL seconds, is taken over; a
+    holder that finds its lease taken stops (the loop exits 2 without saving)."""
+
+    def __init__(self, out: str):
+        self.path = os.path.join(out, ".lease")
+        self.ttl = float(os.environ.get("TRASHSEG_LEASE_S", "30"))
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(),
+                   "job": os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID") or "",
+                   "token": uuid.uuid4().hex}
+        self.lost: str | None = None  # the new holder, once another job took the lease over
+        self._done = threading.Event()
+
+    def _read(self) -> tuple[dict | None, float]:
+        try:
+            with open(self.path) as f:
+                rec = json.load(f)
+            return (rec if isinstance(rec, dict) else {}), time.time() - os.stat(self.path).st_mtime
+        except FileNotFoundError:
+            return None, 0.0
+        except (OSError, ValueError):  # cut mid-write: nobody can be renewing it
+            return {}, math.inf
+
+    @staticmethod
+    def describe(rec: dict) -> str:
+        job = f" (job {rec['job']})" if rec.get("job") else ""
+        return f"{rec.get('host', '?')} pid {rec.get('pid', '?')}{job}"
+
+    def _gone(self, rec: dict, age: float) -> bool:
+        if age >= self.ttl or not rec:
+            return True
+        if rec.get("host") == self.me["host"]:
+            if rec.get("pid") == self.me["pid"]:
+                return True  # an earlier run in this process (main() called again) that left without releasing
+            try:
+                os.kill(int(rec.get("pid", -1)), 0)
+            except ProcessLookupError:
+                return True  # its holder died (SIGKILL, node restart): no need to wait for the expiry
+            except (PermissionError, ValueError, OverflowError):
+                pass
+        return False
+
+    def acquire(self) -> str | None:
+        """Take the lease; None when taken, else the live holder. A lease not renewed lately is watched until it is
+        renewed (its holder lives: refused) or expires (taken over)."""
+        while True:
+            rec, age = self._read()
+            if rec is None or rec.get("token") == self.me["token"] or self._gone(rec, age):
+                break
+            if age < self.ttl / 3 + 2:  # renewed within one period: the holder lives
+                return self.describe(rec)
+            time.sleep(min(1.0, self.ttl / 10))
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        atomic_write_text(self.path, json.dumps(self.me) + "\n")
+        threading.Thread(target=self._renew, name="lease", daemon=True).start()
+        atexit.register(self.release)
+        return None
+
+    def _renew(self) -> None:
+        while not self._done.wait(self.ttl / 3):
+            rec, _ = self._read()
+            if rec is not None and rec.get("token") != self.me["token"]:
+                self.lost = self.describe(rec)
+                return
+            try:
+                os.utime(self.path) if rec is not None else atomic_write_text(self.path, json.dumps(self.me) + "\n")
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        """Stop renewing and remove the lease if it is still this job's, so the next job starts at once."""
+        if self._done.is_set() or os.getpid() != self.me["pid"]:
+            return
+        self._done.set()
+        rec, _ = self._read()
+        if rec and rec.get("token") == self.me["token"]:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
 def claim(run: Run) -> None:
     """A new run in a folder that holds one would truncate its log, leave its best.pt standing until the first
     validation and let pruning keep its iter_N.pt while deleting the new run's: continue it, or replace it on
     purpose. Rank 0 looks; every rank stops together."""
     args, info = run.args, run.info
+    holder = None
+    if info.is_main:
+        run.lease = Lease(args.out)
+        holder = run.lease.acquire()
+    if D.any_flag(holder is not None, info):
+        if info.is_main:
+            print(f"error: {args.out} is in use by a live job on {holder} ({run.lease.path} renewed within "
+                  f"{run.lease.ttl:.0f} s); stop it first, or choose another --out", file=sys.stderr)
+        D.cleanup(info)
+        sys.exit(2)
     old = ckpt.run_files(args.out) if (info.is_main and not args.resume) else []
     # A bare --resume with nothing saved yet, in a folder that holds only this run's own files (args.json of the
     # same settings; its log; a best.pt written just before the first last.pt): the job was killed before its first
@@ -145,6 +310,19 @@ def claim(run: Run) -> None:
                 if own else f"--overwrite: removed the previous run's {len(old)} file(s) from {args.out}")
     if info.is_main:
         ckpt.remove_stale_temp(args.out)
+    # A node whose --out is not rank 0's folder (node-local disks) keeps its own copy of every checkpoint, so that
+    # losing any one node, rank 0's included, loses no saved state: its first rank writes, when its folder does not
+    # show rank 0's lease.
+    token = D.broadcast(run.lease.me["token"] if info.is_main else None, 0, info)
+    if info.enabled and info.local_rank == 0 and not info.is_main:
+        try:
+            with open(os.path.join(args.out, ".lease")) as f:
+                run.writer = json.load(f).get("token") != token
+        except (OSError, ValueError):
+            run.writer = True
+        if run.writer:
+            os.makedirs(args.out, exist_ok=True)
+            ckpt.remove_stale_temp(args.out)
 
 
 def _run_differences(args: argparse.Namespace) -> list[str] | None:
@@ -169,7 +347,11 @@ def load_resume(run: Run) -> dict | None:
     args = run.args
     if not args.resume:
         return None
-    state = ckpt.load(args.resume)
+    info = run.info
+    if run.resume_src is None:
+        state = ckpt.load(args.resume)
+    else:  # some rank cannot see the file: the state travels through the process group
+        state = D.broadcast(ckpt.load(args.resume) if info.rank == run.resume_src else None, run.resume_src, info)
     if state.get("model_name") != args.model:
         sys.exit(f"error: {args.resume} holds {state.get('model_name')}, not --model {args.model}")
     if state.get("num_classes", args.num_classes) != args.num_classes:  # one line, not load_state_dict's traceback
@@ -183,14 +365,47 @@ def load_resume(run: Run) -> dict | None:
             run.teacher.model.load_state_dict(run.raw.state_dict())
             run.log(f"note: {args.resume} holds no EMA teacher; it starts from the resumed weights")
     run.start_iter, run.best = state["iter"], state.get("best_miou", -1.0)
+    run.pending_val = bool(state.get("pending_val"))
     # The data position is the samples the run has consumed, as recorded: recomputing it from this invocation's
     # batch size / process count / --grad-accum skipped or replayed data when any of them changed on resume.
     run.start_sample = int(state.get("samples_seen", run.start_iter * run.global_batch * args.grad_accum))
-    run.log(f"resumed {args.resume} at iteration {run.start_iter}")
-    changed = changed_settings(state.get("args") or {}, vars(args))
+    if chaos.BREAK == "data":
+        run.start_sample -= run.global_batch * args.grad_accum
+    agree_on_state(run)
+    run.log(f"resumed {args.resume} at iteration {run.start_iter}"
+            + (" (its validation, skipped by the stop, runs first)" if run.pending_val else ""))
+    changed = changed_settings(state.get("args") or {}, vars(args), also=_SHIFTS_RNG)
     if changed:  # allowed (a longer schedule, a lower LR), but the run is then not the one that was started
-        run.log("note: resumed with changed settings: " + ", ".join(changed))
+        run.log("note: resumed with changed settings: " + ", ".join(changed)
+                + (" (validating at other iterations shifts the random state: not bitwise the uninterrupted run)"
+                   if any(c.startswith("eval_interval ") for c in changed) else ""))
     return state
+
+
+def agree_on_state(run: Run) -> None:
+    """Every rank holds the same iteration, data position, weights and optimiser state, or the run stops (exit 2)
+    naming the hosts that differ: ranks that each read their own copy of one iteration (node-local --out) would
+    otherwise train different replicas, and DDP's all-reduce does not notice."""
+    info = run.info
+    if not info.enabled:
+        return
+    tensors = list(run.raw.state_dict().values()) + [v for s in run.opt.state_dict()["state"].values()
+                                                     for v in s.values() if torch.is_tensor(v)]
+    crc = 0
+    for v in tensors:  # the bytes, not a float sum: reductions may round differently on another CPU
+        crc = zlib.crc32(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes(), crc)
+    mine = (run.start_iter, run.start_sample, crc)
+    every = D.gather((mine, socket.gethostname()), info)
+    if any(e[0] != every[0][0] for e in every):
+        groups = {}
+        for r, (m, host) in enumerate(every):
+            groups.setdefault(m, []).append(f"rank {r} on {host}")
+        print("error: --resume: the ranks loaded different states ("
+              + "; ".join(f"{', '.join(v)}: iteration {k[0]}" for k, v in groups.items())
+              + "); their checkpoints of one iteration differ: keep the right one on every node (or use one shared "
+                "--out) and resume again", file=sys.stderr)
+        D.cleanup(info)
+        sys.exit(2)
 
 
 def load_optimizer_state(run: Run, state: dict) -> None:
@@ -244,25 +459,68 @@ def restore_rng(run: Run, state: dict | None) -> None:
         torch.manual_seed(args.seed + info.rank + 1000003 * run.start_iter)
 
 
-def save(run: Run, name: str, it: int) -> None:
-    """Every checkpoint of the run goes through here: OUT/name (last.pt, best.pt, iter_N.pt) after iteration `it`,
-    with the unwrapped weights, optimiser, scaler, every rank's RNG state, the data position and the settings.
-    Collective (the RNG states are gathered from every rank); rank 0 writes atomically, then prunes iter_N.pt files
-    to --keep-ckpts."""
+def save(run: Run, names: str | list[str], it: int, pending_val: bool = False, background: bool = False) -> None:
+    """Every checkpoint of the run goes through here: OUT/name for each of `names` (last.pt, best.pt, iter_N.pt),
+    written once (engine.checkpoint.atomic_save), after iteration `it`, with the unwrapped weights, optimiser,
+    scaler, every rank's RNG state, the data position, the settings and whether the validation due at `it` is still
+    to run. Collective (the RNG states are gathered from every rank); rank 0 writes (and each node-local copy's
+    writer), then prunes iter_N.pt files to --keep-ckpts. One write at a time: a write still in flight is waited
+    for first. background: the state is copied to host memory and written by a thread while training goes on (a
+    periodic checkpoint of a large model takes tens of seconds to write; the copy, a fraction of one)."""
     args, info = run.args, run.info
+    names = [names] if isinstance(names, str) else names
     rng_all = [ckpt.rng_state()]
     if info.enabled:
         rng_all = [None] * info.world_size
         torch.distributed.all_gather_object(rng_all, ckpt.rng_state())
-    if info.is_main:
+    if info.is_main or run.writer:
+        wait_saves(run)
         seen = run.start_sample + (it - run.start_iter) * run.global_batch * args.grad_accum
-        ckpt.atomic_save({"model": run.raw.state_dict(), "model_name": args.model, "num_classes": args.num_classes,
-                          "optimizer": run.opt.state_dict(), "scaler": run.scaler.state_dict(), "rng": rng_all,
-                          "iter": it, "best_miou": run.best, "args": vars(args), "samples_seen": seen,
-                          "teacher": run.teacher.state_dict() if run.teacher is not None else None},
-                         os.path.join(args.out, name))
-        if name.startswith("iter_"):
+        state = {"model": run.raw.state_dict(), "model_name": args.model, "num_classes": args.num_classes,
+                 "optimizer": run.opt.state_dict(), "scaler": run.scaler.state_dict(), "rng": rng_all,
+                 "iter": it, "best_miou": run.best, "args": dict(vars(args)), "samples_seen": seen,
+                 "teacher": run.teacher.state_dict() if run.teacher is not None else None}
+        if pending_val:
+            state["pending_val"] = True
+        paths = [os.path.join(args.out, n) for n in names]
+        if not background:
+            _write(state, paths, args)
+            return
+        run.write_job = {"error": None}
+        run.write_job["thread"] = threading.Thread(target=_write, args=(_host_copy(state), paths, args, run.write_job),
+                                                   name="checkpoint", daemon=False)
+        run.write_job["thread"].start()
+
+
+def _host_copy(obj):
+    """obj with every tensor copied to host memory: what the step after this one changes in place stays as saved."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_host_copy(v) for v in obj)
+    return obj
+
+
+def _write(state: dict, paths: list[str], args: argparse.Namespace, job: dict | None = None) -> None:
+    try:
+        ckpt.atomic_save(state, paths)
+        if any(os.path.basename(p).startswith("iter_") for p in paths):
             ckpt.prune_periodic(args.out, args.keep_ckpts)
+    except BaseException as e:
+        if job is None:
+            raise
+        job["error"] = e
+
+
+def wait_saves(run: Run) -> None:
+    """Wait for a background checkpoint write to be durable; its failure is raised here."""
+    job, run.write_job = run.write_job, None
+    if job is not None:
+        job["thread"].join()
+        if job["error"] is not None:
+            raise job["error"]
 
 
 def write_args(run: Run) -> None:
