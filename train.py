@@ -7,6 +7,7 @@
     python train.py ... --resume                  # continue runs/x/last.pt exactly
     python train.py ... --train-json train.json runs/pl1/pseudo.json       # train + pseudo-labels
     python train.py ... --balance                 # rare classes (README "Rare classes"; --class-weight, --ohem, --loss)
+    python train.py ... --unlabelled-json extra.json    # semi-supervised (README "Semi-supervised training")
 
 Defaults are SPEC §4's recipe for the chosen backbone (models.recipe); every augmentation knob is an --aug-* flag.
 """
@@ -14,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
-import resource
 import signal
 import sys
 import time
@@ -41,10 +40,9 @@ import torch
 import models
 from models import fetch
 from data import NUM_CLASSES
-from data.coco import CocoSegDataset, DataError
-from data.io import resolve_json
+from data.coco import DataError, train_val_sets
 from data.loader import build_eval_loader, build_train_loader
-from data.transforms import TRAIN_DEFAULTS, build_transform
+from data.transforms import TRAIN_DEFAULTS, add_aug_args, build_transform
 from engine import chaos
 from engine import dist as D
 from engine import imbalance
@@ -53,7 +51,7 @@ from engine import semi
 from engine.cli import cli_errors
 from engine.evaluate import autocast, evaluate
 from engine.predict import Predictor, add_mode_args, mode_kwargs
-from engine.log import MetricsLog, atomic_write_text, plot_curves
+from engine.log import StepMeter, plot_curves
 from engine.schedule import lr_factor
 from engine.syncbn import convert_sync_batchnorm
 
@@ -114,57 +112,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep-ckpts", type=int, default=3, help="periodic iter_N.pt files kept")
     g.add_argument("--log-interval", type=int, default=10)
     g.add_argument("--no-progress", action="store_true", help="no tqdm bar (logs every --log-interval instead)")
-    g = p.add_argument_group("augmentation (train preset)")
-    for k, v in TRAIN_DEFAULTS.items():
-        flag = "--aug-" + k.replace("_", "-")
-        if isinstance(v, bool):
-            g.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=v, metavar="BOOL")
-        elif isinstance(v, (tuple, list)):
-            g.add_argument(flag, type=type(v[0]) if v else float, nargs=len(v) or "*", default=v)
-        elif v is None:
-            g.add_argument(flag, type=float, default=None)
-        else:
-            g.add_argument(flag, type=type(v), default=v)
+    add_aug_args(p)  # --aug-*: every knob of the train preset
     imbalance.add_args(p)
     semi.add_args(p)
     return p
 
 
-def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill recipe defaults, fold files and JSON paths, so args.json records what actually ran."""
-    rec = models.recipe(args.model)
-    if args.warmup_iters is None and args.iters < rec["warmup_iters"] * 5:
-        args.warmup_iters = max(args.iters // 10, 1)  # a short run must not spend itself in the recipe's warmup
-    for k in ("lr", "weight_decay", "layer_decay", "warmup_iters"):
-        if getattr(args, k) is None:
-            setattr(args, k, rec[k])
-    if args.drop_path is None:
-        args.drop_path = rec.get("drop_path_rate", 0.0)
-    # --amp as given; set_up resolves it (args.amp: training, args.val_amp: validation) once the device is known
-    args.amp_request = args.amp
-    if args.fold is not None:
-        # The fold's files replace the defaults only: given --train-json files are extra sources (a k-fold run with
-        # pseudo-labels), and --val-json '' still turns validation off.
-        folds = args.folds_dir or os.path.join(args.data_root, "folds")
-        args.train_json = [os.path.join(folds, f"train_fold{args.fold}.json")] + (args.train_json or [])
-        if args.val_json is None:
-            args.val_json = os.path.join(folds, f"val_fold{args.fold}.json")
-    args.train_json = args.train_json or ["train.json"]
-    args.val_json = "val.json" if args.val_json is None else args.val_json
-    args.train_json = [resolve_json(j, args.data_root) for j in args.train_json]
-    args.val_json = resolve_json(args.val_json, args.data_root) if args.val_json else ""
-    for k in ("pseudo_json", "unlabelled_json"):
-        setattr(args, k, [resolve_json(j, args.data_root) for j in getattr(args, k)] if getattr(args, k) else None)
-    args.resume_auto = args.resume == "auto"
-    imbalance.resolve(args)  # --balance fills the imbalance options it names; a bad one exits 2
-    if args.resume == "auto":
-        args.resume = None  # set_up picks the newest readable checkpoint in --out (R.pick_resume)
-    return args
+resolve_args = R.resolve_args  # tests and tools call train.resolve_args
 
 
 def set_up(args: argparse.Namespace) -> R.Run:
     """Resolve the settings, join the process group, and make sure --out may be written."""
-    args = resolve_args(args)
+    args = R.resolve_args(args)
     info = D.init(args.device)
     signal.signal(signal.SIGTERM, _request_stop)  # for callers of main() (tests); the script installed it at import
     run = R.Run(args, info, print if info.is_main else (lambda *a, **k: None))
@@ -190,33 +149,16 @@ def build_data(run: R.Run) -> None:
     """The training and validation sets (bad input: one line, exit 2) and the training transform."""
     args = run.args
     try:
-        run.train_set = CocoSegDataset(args.data_root, args.train_json, skip_invalid=args.skip_invalid)
-        run.val_set = CocoSegDataset(args.data_root, args.val_json, skip_invalid=args.skip_invalid) \
-            if args.val_json else None
+        run.train_set, run.val_set = train_val_sets(args.data_root, args.train_json, args.val_json,
+                                                    args.skip_invalid, run.log)
+        if semi.enabled(args):  # the second pool: pseudo-labelled or unlabelled images (README "Semi-supervised")
+            semi.build_pool(run)
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    train_set, val_set = run.train_set, run.val_set
-    if not train_set.has_labels:
-        sys.exit(f"error: {', '.join(map(str, args.train_json))}: training needs annotations (or mask_file) on every image")
-    if val_set is not None and not val_set.has_labels:
-        sys.exit(f"error: {args.val_json}: validation needs annotations")
-    if val_set is not None:
-        seen = set(train_set.image_paths())
-        both = [p for p in val_set.image_paths() if p in seen]
-        if both:  # legitimate for a final run on all data, but then the score is not a held-out one: say so
-            run.log(f"warning: {len(both)} of {len(val_set)} validation images are also training images (e.g. "
-                    f"{both[0]}): the validation mIoU is not a held-out score")
+        sys.exit(f"error: {e}")
     # Loss terms, class weights, OHEM and rare-class sampling (README "Rare classes"): plain CE by default.
-    run.criterion = imbalance.build_criterion(args, train_set, run.log).to(run.info.device)
-    aug = {k: getattr(args, "aug_" + k) for k in TRAIN_DEFAULTS}
-    run.transform = build_transform("train", crop_size=args.crop_size, **aug)
-    if semi.enabled(args):  # the second pool: pseudo-labelled or unlabelled images (README "Semi-supervised")
-        run.aug_knobs = TRAIN_DEFAULTS
-        try:
-            semi.build_pool(run, CocoSegDataset, build_transform)
-        except DataError as e:
-            sys.exit(f"error: {e}")
+    run.criterion = imbalance.build_criterion(args, run.train_set, run.log).to(run.info.device)
+    run.transform = build_transform("train", crop_size=args.crop_size,
+                                    **{k: getattr(args, "aug_" + k) for k in TRAIN_DEFAULTS})
 
 
 def build_model_and_optimizer(run: R.Run) -> None:
@@ -228,23 +170,10 @@ def build_model_and_optimizer(run: R.Run) -> None:
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout2d):
                 m.p = args.dropout
-    if args.init:
-        init = fetch.resolve_init(args.init, args.model, args.num_classes)  # a path, or a name: its cached conversion
-        try:
-            src = torch.load(init, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            sys.exit(f"error: --init {args.init}: no such file, nor a published name (python -m models.fetch --list)")
-        except Exception as e:  # truncated, not a torch file, or holding objects weights_only refuses
-            sys.exit(f"error: --init {args.init}: cannot be read as a checkpoint ({type(e).__name__}: "
-                     f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})")
-        state = models._strip_prefixes(src.get("model", src))
-        try:
-            models.check_state_dict(model, state, what=f"--init {args.init}")
-        except ValueError as e:
-            sys.exit(f"error: {e}\n(convert foreign or other-class-count checkpoints with python -m models.convert "
-                     f"SRC DST --model {args.model} --num-classes {args.num_classes})")
-        model.load_state_dict(state)
-        run.log(f"init: loaded {len(state)} tensors from {init}")
+    if args.init:  # a checkpoint path, or a published name (models.fetch): bad input exits 2 with one line
+        path = fetch.resolve_init(args.init, args.model, args.num_classes)
+        n = models.load_init(model, path, args.init, args.num_classes)
+        run.log(f"init: loaded {n} tensors from {path}")
     if args.grad_checkpointing:
         model.set_grad_checkpointing(True)
     if info.enabled:
@@ -276,23 +205,6 @@ def build_loader_and_seed(run: R.Run, state: dict | None) -> Iterator[dict]:
     run.pool_iter = semi.pool_loader(run, build_train_loader, pool_start)
     R.restore_rng(run, state)
     return data_iter
-
-
-def start_log(run: R.Run) -> None:
-    """args.json, the metrics log (cut back to the resumed iteration) and the run's one-line summary."""
-    args, info = run.args, run.info
-    R.write_args(run)
-    run.metrics = MetricsLog(os.path.join(args.out, "metrics.jsonl"), resume_iter=run.start_iter)
-    nparam = sum(p.numel() for p in run.raw.parameters())
-    train_set, val_set = run.train_set, run.val_set
-    run.log(f"{args.model}: {nparam / 1e6:.1f} M params | {len(train_set)} train, "
-            f"{len(val_set) if val_set else 0} val images | {info.world_size} process(es) on {info.device} | "
-            f"global batch {run.global_batch * args.grad_accum} | amp {args.amp} (validation {args.val_amp}) | "
-            f"{args.iters} iters")
-    for name in ("train", "val"):
-        s = train_set if name == "train" else val_set
-        if s is not None and s.skipped:
-            run.log(f"{name}: skipped {len(s.skipped)} invalid item(s) (--skip-invalid); first: {s.skipped[0]}")
 
 
 def validate(run: R.Run, it: int) -> float:
@@ -462,16 +374,14 @@ def train(run: R.Run, data_iter: Iterator[dict]) -> None:
     if run.pending_val:
         # The validation a stop skipped, with the RNG state it would have met, so the run stays bitwise exact;
         # its record replaces any the stopped run wrote for this iteration.
-        recs = run.metrics.read() if info.is_main else []
-        if any(r.get("iter") == run.start_iter and "miou" in r for r in recs):
-            atomic_write_text(run.metrics.path, "".join(json.dumps(r) + "\n" for r in recs
-                                                        if not (r.get("iter") == run.start_iter and "miou" in r)))
+        if info.is_main:
+            run.metrics.drop_validation(run.start_iter)
         validate_and_save(run, run.start_iter, due=True)
         code = stop_code(run, run.start_iter)
         if code:
             leave(run.start_iter, code, write=False)  # last.pt still holds this iteration, validation pending
     run.fwd.train()
-    t_last, wait_acc, loss_acc, aux_acc, n_acc = time.perf_counter(), 0.0, 0.0, 0.0, 0
+    meter = StepMeter()
     for it in range(run.start_iter, args.iters):
         try:
             loss_sum, aux_sum, wait = train_step(run, it, data_iter)
@@ -480,26 +390,19 @@ def train(run: R.Run, data_iter: Iterator[dict]) -> None:
                 bar.close()
             raise
         done = it + 1
-        wait_acc, loss_acc, aux_acc, n_acc = wait_acc + wait, loss_acc + loss_sum, aux_acc + aux_sum, n_acc + 1
+        meter.add(loss_sum, aux_sum, wait)
         if bar:
             bar.update(1)
         if done % args.log_interval == 0 or done == args.iters:
-            dt = time.perf_counter() - t_last
-            sps = n_acc * run.global_batch * args.grad_accum / dt
-            dev = info.device
-            mem = (torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda"
-                   else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
-            lr = args.lr * lr_factor(it, args.iters, args.warmup_iters, args.schedule)
-            rec = {"iter": done, "loss": loss_acc / n_acc, "loss_aux": aux_acc / n_acc,
-                   "lr": lr, "samples_per_s": round(sps, 2), "data_wait_s": round(wait_acc / n_acc, 4),
-                   "mem_gb": round(mem, 3)}
+            rec = meter.record(done, run.global_batch * args.grad_accum,
+                               args.lr * lr_factor(it, args.iters, args.warmup_iters, args.schedule), info.device)
             if info.is_main:
                 run.metrics.write(rec)
                 if bar:
-                    bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}", sps=f"{sps:.1f}")
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}", sps=f"{rec['samples_per_s']:.1f}")
                 else:
-                    run.log(f"iter {done}/{args.iters} loss {rec['loss']:.4f} lr {rec['lr']:.2e} {sps:.1f} samples/s")
-            t_last, wait_acc, loss_acc, aux_acc, n_acc = time.perf_counter(), 0.0, 0.0, 0.0, 0
+                    run.log(f"iter {done}/{args.iters} loss {rec['loss']:.4f} lr {rec['lr']:.2e} "
+                            f"{rec['samples_per_s']:.1f} samples/s")
         chaos.point("step")
         if done == args.iters:
             validate_and_save(run, done)  # a stop request on the last step: the run is complete and ends normally
@@ -527,7 +430,7 @@ def main(args: argparse.Namespace) -> float:
     state = R.load_resume(run)
     data_iter = build_loader_and_seed(run, state)
     del state
-    start_log(run)
+    R.start_log(run)
     train(run, data_iter)
     args = run.args
     if run.val_set is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from typing import Any
 
 from data.io import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported for train.py)
@@ -27,6 +28,39 @@ class MetricsLog:
 
     def read(self) -> list[dict]:
         return _records(self.path) if os.path.exists(self.path) else []
+
+    def drop_validation(self, it: int) -> None:
+        """Remove the validation record of iteration `it` (one that is about to be written again)."""
+        recs = self.read()
+        if any(r.get("iter") == it and "miou" in r for r in recs):
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in recs
+                                                 if not (r.get("iter") == it and "miou" in r)))
+
+
+class StepMeter:
+    """The training record between two log lines: mean losses and data wait per step, samples/s, peak memory."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.t, self.wait, self.loss, self.aux, self.n = time.perf_counter(), 0.0, 0.0, 0.0, 0
+
+    def add(self, loss: float, aux: float, wait: float) -> None:
+        self.loss, self.aux, self.wait, self.n = self.loss + loss, self.aux + aux, self.wait + wait, self.n + 1
+
+    def record(self, it: int, samples_per_step: int, lr: float, device) -> dict:
+        """The record for the steps since the last one (then starts afresh); memory: CUDA's peak allocation, or
+        the process's peak RSS, in GiB."""
+        import resource
+        import torch
+        sps = self.n * samples_per_step / (time.perf_counter() - self.t)
+        mem = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
+               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+        rec = {"iter": it, "loss": self.loss / self.n, "loss_aux": self.aux / self.n, "lr": lr,
+               "samples_per_s": round(sps, 2), "data_wait_s": round(self.wait / self.n, 4), "mem_gb": round(mem, 3)}
+        self.reset()
+        return rec
 
 
 def _records(path: str) -> list[dict]:

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import atexit
 import math
 import os
 import signal
 import socket
 import sys
 import threading
-import time
-import uuid
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -36,7 +33,10 @@ import models
 from engine import chaos
 from engine import checkpoint as ckpt
 from engine import dist as D
+from data.io import resolve_json
+from engine import imbalance
 from engine.evaluate import run_precision
+from engine.lease import Lease
 from engine.log import MetricsLog, atomic_write_text
 
 
@@ -83,7 +83,6 @@ class Run:
     pool_transform: Any = None
     pool_iter: Any = None
     teacher: Any = None
-    aug_knobs: Any = None
     resume_src: int | None = None  # the rank whose checkpoint every rank resumes (None: each reads its own)
     writer: bool = False  # this rank writes checkpoints: rank 0, and each node's first rank when --out is node-local
     pending_val: bool = False  # a stop skipped the validation due at start_iter: it runs before the next step
@@ -94,6 +93,39 @@ class Run:
     def global_batch(self) -> int:
         return self.args.batch_size * self.info.world_size
 
+
+
+def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    """train.py's settings resolved: recipe defaults, fold files and JSON paths (so args.json records what
+    actually ran), --balance's options, and a bare --resume left for pick_resume."""
+    rec = models.recipe(args.model)
+    if args.warmup_iters is None and args.iters < rec["warmup_iters"] * 5:
+        args.warmup_iters = max(args.iters // 10, 1)  # a short run must not spend itself in the recipe's warmup
+    for k in ("lr", "weight_decay", "layer_decay", "warmup_iters"):
+        if getattr(args, k) is None:
+            setattr(args, k, rec[k])
+    if args.drop_path is None:
+        args.drop_path = rec.get("drop_path_rate", 0.0)
+    # --amp as given; set_up resolves it (args.amp: training, args.val_amp: validation) once the device is known
+    args.amp_request = args.amp
+    if args.fold is not None:
+        # The fold's files replace the defaults only: given --train-json files are extra sources (a k-fold run with
+        # pseudo-labels), and --val-json '' still turns validation off.
+        folds = args.folds_dir or os.path.join(args.data_root, "folds")
+        args.train_json = [os.path.join(folds, f"train_fold{args.fold}.json")] + (args.train_json or [])
+        if args.val_json is None:
+            args.val_json = os.path.join(folds, f"val_fold{args.fold}.json")
+    args.train_json = args.train_json or ["train.json"]
+    args.val_json = "val.json" if args.val_json is None else args.val_json
+    args.train_json = [resolve_json(j, args.data_root) for j in args.train_json]
+    args.val_json = resolve_json(args.val_json, args.data_root) if args.val_json else ""
+    for k in ("pseudo_json", "unlabelled_json"):
+        setattr(args, k, [resolve_json(j, args.data_root) for j in getattr(args, k)] if getattr(args, k) else None)
+    args.resume_auto = args.resume == "auto"
+    imbalance.resolve(args)  # --balance fills the imbalance options it names; a bad one exits 2
+    if args.resume == "auto":
+        args.resume = None  # set_up picks the newest readable checkpoint in --out (R.pick_resume)
+    return args
 
 
 def settle_precision(args: argparse.Namespace, info: D.DistInfo) -> str | None:
@@ -178,92 +210,6 @@ def pick_resume(run: Run) -> list[str]:
     elif notes:
         notes.append(f"resuming from {args.resume}")
     return notes
-
-
-class Lease:
-    """One live job per --out: OUT/.lease names its holder (host, pid, job) and the holder renews it (its mtime)
-    every TTL/3 s from a background thread; TTL is TRASHSEG_LEASE_S (default 30). A job that finds the lease held
-    by a live process exits 2 naming it: two jobs writing one folder (a launcher SIGKILLed alone leaves its ranks
-    running while the scheduler starts the replacement) would delete each other's temp files and replace each
-    other's last.pt. A lease of a dead process on this host, or one not renewed for TTL seconds, is taken over; a
-    holder that finds its lease taken stops (the loop exits 2 without saving)."""
-
-    def __init__(self, out: str):
-        self.path = os.path.join(out, ".lease")
-        self.ttl = float(os.environ.get("TRASHSEG_LEASE_S", "30"))
-        self.me = {"host": socket.gethostname(), "pid": os.getpid(),
-                   "job": os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID") or "",
-                   "token": uuid.uuid4().hex}
-        self.lost: str | None = None  # the new holder, once another job took the lease over
-        self._done = threading.Event()
-
-    def _read(self) -> tuple[dict | None, float]:
-        try:
-            with open(self.path) as f:
-                rec = json.load(f)
-            return (rec if isinstance(rec, dict) else {}), time.time() - os.stat(self.path).st_mtime
-        except FileNotFoundError:
-            return None, 0.0
-        except (OSError, ValueError):  # cut mid-write: nobody can be renewing it
-            return {}, math.inf
-
-    @staticmethod
-    def describe(rec: dict) -> str:
-        job = f" (job {rec['job']})" if rec.get("job") else ""
-        return f"{rec.get('host', '?')} pid {rec.get('pid', '?')}{job}"
-
-    def _gone(self, rec: dict, age: float) -> bool:
-        if age >= self.ttl or not rec:
-            return True
-        if rec.get("host") == self.me["host"]:
-            if rec.get("pid") == self.me["pid"]:
-                return True  # an earlier run in this process (main() called again) that left without releasing
-            try:
-                os.kill(int(rec.get("pid", -1)), 0)
-            except ProcessLookupError:
-                return True  # its holder died (SIGKILL, node restart): no need to wait for the expiry
-            except (PermissionError, ValueError, OverflowError):
-                pass
-        return False
-
-    def acquire(self) -> str | None:
-        """Take the lease; None when taken, else the live holder. A lease not renewed lately is watched until it is
-        renewed (its holder lives: refused) or expires (taken over)."""
-        while True:
-            rec, age = self._read()
-            if rec is None or rec.get("token") == self.me["token"] or self._gone(rec, age):
-                break
-            if age < self.ttl / 3 + 2:  # renewed within one period: the holder lives
-                return self.describe(rec)
-            time.sleep(min(1.0, self.ttl / 10))
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        atomic_write_text(self.path, json.dumps(self.me) + "\n")
-        threading.Thread(target=self._renew, name="lease", daemon=True).start()
-        atexit.register(self.release)
-        return None
-
-    def _renew(self) -> None:
-        while not self._done.wait(self.ttl / 3):
-            rec, _ = self._read()
-            if rec is not None and rec.get("token") != self.me["token"]:
-                self.lost = self.describe(rec)
-                return
-            try:
-                os.utime(self.path) if rec is not None else atomic_write_text(self.path, json.dumps(self.me) + "\n")
-            except OSError:
-                pass
-
-    def release(self) -> None:
-        """Stop renewing and remove the lease if it is still this job's, so the next job starts at once."""
-        if self._done.is_set() or os.getpid() != self.me["pid"]:
-            return
-        self._done.set()
-        rec, _ = self._read()
-        if rec and rec.get("token") == self.me["token"]:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
 
 
 def claim(run: Run) -> None:
@@ -528,3 +474,20 @@ def write_args(run: Run) -> None:
     if run.info.is_main:
         os.makedirs(run.args.out, exist_ok=True)
         atomic_write_text(os.path.join(run.args.out, "args.json"), json.dumps(vars(run.args), indent=2) + "\n")
+
+
+def start_log(run: Run) -> None:
+    """args.json, the metrics log (cut back to the resumed iteration) and the run's one-line summary."""
+    args, info = run.args, run.info
+    write_args(run)
+    run.metrics = MetricsLog(os.path.join(args.out, "metrics.jsonl"), resume_iter=run.start_iter)
+    nparam = sum(p.numel() for p in run.raw.parameters())
+    train_set, val_set = run.train_set, run.val_set
+    run.log(f"{args.model}: {nparam / 1e6:.1f} M params | {len(train_set)} train, "
+            f"{len(val_set) if val_set else 0} val images | {info.world_size} process(es) on {info.device} | "
+            f"global batch {run.global_batch * args.grad_accum} | amp {args.amp} (validation {args.val_amp}) | "
+            f"{args.iters} iters")
+    for name in ("train", "val"):
+        s = train_set if name == "train" else val_set
+        if s is not None and s.skipped:
+            run.log(f"{name}: skipped {len(s.skipped)} invalid item(s) (--skip-invalid); first: {s.skipped[0]}")

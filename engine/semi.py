@@ -19,6 +19,8 @@ import copy
 import torch
 
 from data.classes import IGNORE_INDEX
+from data.coco import CocoSegDataset
+from data.transforms import TRAIN_DEFAULTS, build_transform
 from data.semi import STRONG_DEFAULTS, PoolSet, StrongAug, cutmix_batch
 
 
@@ -118,14 +120,14 @@ def pool_batch(batch: dict, teacher: EMATeacher | None, normalize, threshold: fl
 POOL_SEED = 7919  # the pool's streams (order, augmentation) differ from the labelled images' even for one file
 
 
-def build_pool(run, dataset_cls, transform_fn) -> None:
+def build_pool(run) -> None:
     """run.pool_set and run.pool_transform from --pseudo-json / --unlabelled-json (bad input: one line, exit 2).
     An unlabelled image that is also a validation image is refused: the teacher would label the very images the
     run is scored on."""
     args = run.args
     files = args.pseudo_json or args.unlabelled_json or args.train_json
     run.pool_set = run.train_set if args.labelled_pool else \
-        dataset_cls(args.data_root, files, skip_invalid=args.skip_invalid)
+        CocoSegDataset(args.data_root, files, skip_invalid=args.skip_invalid)
     if args.pseudo_json and not run.pool_set.has_labels:
         raise SystemExit(f"error: {', '.join(files)}: --pseudo-json needs labels (pseudo_label.py's pseudo.json); "
                          f"unlabelled images go to --unlabelled-json")
@@ -134,8 +136,8 @@ def build_pool(run, dataset_cls, transform_fn) -> None:
         if both:
             raise SystemExit(f"error: {', '.join(files)}: {len(both)} image(s) are also validation images "
                              f"({args.val_json}), e.g. {both[0]}; leave them out of the pool")
-    knobs = {k: getattr(args, "aug_" + k) for k in run.aug_knobs}
-    run.pool_transform = transform_fn("train", crop_size=args.crop_size, **{**knobs, "copy_paste_p": 0.0})
+    knobs = {k: getattr(args, "aug_" + k) for k in TRAIN_DEFAULTS}
+    run.pool_transform = build_transform("train", crop_size=args.crop_size, **{**knobs, "copy_paste_p": 0.0})
     nl, npool = split_batch(args)
     kind = "pseudo-labelled" if args.pseudo_json else "unlabelled" if args.unlabelled_json else "labelled"
     run.log(f"semi-supervised: {len(run.pool_set)} {kind} "

@@ -92,3 +92,23 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     check_state_dict(model, sd, what=str(path))
     model.load_state_dict(sd, strict=True)
     return model.to(map_location) if not isinstance(map_location, dict) and map_location is not None else model
+
+
+def load_init(model: torch.nn.Module, path: str, spec: str, num_classes: int) -> int:
+    """train.py --init: the checkpoint at `path` (given as `spec`: a path or a published name) loaded into `model`,
+    strictly; the number of tensors. Bad input ends the script with one line (SystemExit)."""
+    try:
+        src = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SystemExit(f"error: --init {spec}: no such file, nor a published name (python -m models.fetch --list)")
+    except Exception as e:  # truncated, not a torch file, or holding objects weights_only refuses
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise SystemExit(f"error: --init {spec}: cannot be read as a checkpoint ({type(e).__name__}: {first})")
+    state = _strip_prefixes(src.get("model", src))
+    try:
+        check_state_dict(model, state, what=f"--init {spec}")
+    except ValueError as e:
+        raise SystemExit(f"error: {e}\n(convert foreign or other-class-count checkpoints with python -m models.convert "
+                         f"SRC DST --model {getattr(model, 'model_name', '?')} --num-classes {num_classes})")
+    model.load_state_dict(state)
+    return len(state)

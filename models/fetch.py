@@ -481,3 +481,4 @@ def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(get_args_parser().parse_args()))
+

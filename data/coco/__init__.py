@@ -11,4 +11,4 @@ command-line tools (cli.py). This package re-exports their public names.
 from data.coco.checks import (BOX_TOL_FRAC, BOX_TOL_PX, DataError, category_map, load_coco_json,  # noqa: F401
                               load_json, rle_string_counts, segm_to_mask, segm_to_rle)
 from data.coco.cli import get_args_parser, main  # noqa: F401
-from data.coco.dataset import CocoSegDataset  # noqa: F401
+from data.coco.dataset import CocoSegDataset, train_val_sets  # noqa: F401

@@ -232,3 +232,23 @@ class CocoSegDataset:
         print(f"skipped {len(self.skipped)} invalid input(s):", file=file)
         for m in self.skipped:
             print(f"  {m}", file=file)
+
+
+def train_val_sets(data_root: str, train_json: list[str], val_json: str, skip_invalid: bool = False,
+                   log=print) -> tuple["CocoSegDataset", "CocoSegDataset | None"]:
+    """train.py's training and validation sets: both labelled (DataError otherwise, naming the files); validation
+    images that are also training images are allowed (a final run on all data) but said, since the score is then
+    not a held-out one. val_json '' means no validation (None)."""
+    train = CocoSegDataset(data_root, train_json, skip_invalid=skip_invalid)
+    val = CocoSegDataset(data_root, val_json, skip_invalid=skip_invalid) if val_json else None
+    if not train.has_labels:
+        raise DataError(f"{', '.join(map(str, train_json))}: training needs annotations (or mask_file) on every image")
+    if val is not None and not val.has_labels:
+        raise DataError(f"{val_json}: validation needs annotations")
+    if val is not None:
+        seen = set(train.image_paths())
+        both = [p for p in val.image_paths() if p in seen]
+        if both:
+            log(f"warning: {len(both)} of {len(val)} validation images are also training images (e.g. {both[0]}): "
+                f"the validation mIoU is not a held-out score")
+    return train, val

@@ -9,7 +9,7 @@ copy-paste (copy_paste.py) and the presets (presets.py). This package re-exports
 of the train pipeline on a COCO root is a picture, so it lives with the other pictures: `python -m viz.preview`.
 """
 from data.transforms.copy_paste import CopyPaste, DatasetSource, Instances, Source, copy_paste_steps  # noqa: F401
-from data.transforms.presets import EVAL_DEFAULTS, TRAIN_DEFAULTS, build_transform  # noqa: F401
+from data.transforms.presets import EVAL_DEFAULTS, TRAIN_DEFAULTS, add_aug_args, build_transform  # noqa: F401
 from data.transforms.steps import (IMAGE_INTERP, MASK_INTERP, Blur, Compose, GaussianBlur, Mask,  # noqa: F401
                                    MotionBlur, Normalize, OneOf, Pad, PhotoMetricDistortion, RandomCrop, RandomFlip,
                                    RandomResize, RandomRotate90, Resize, rescale_size)

@@ -73,3 +73,18 @@ def build_transform(preset: str, crop_size=512, copy_paste_source: Optional[Sour
         steps.append(OneOf([Blur(lim), GaussianBlur(lim), MotionBlur(lim)], p=k["blur_prob"]))
     steps.append(Pad(crop))
     return Compose(steps)
+
+
+def add_aug_args(p) -> None:
+    """train.py's --aug-* flags: one per TRAIN_DEFAULTS knob, typed by its default."""
+    g = p.add_argument_group("augmentation (train preset)")
+    for k, v in TRAIN_DEFAULTS.items():
+        flag = "--aug-" + k.replace("_", "-")
+        if isinstance(v, bool):
+            g.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=v, metavar="BOOL")
+        elif isinstance(v, (tuple, list)):
+            g.add_argument(flag, type=type(v[0]) if v else float, nargs=len(v) or "*", default=v)
+        elif v is None:
+            g.add_argument(flag, type=float, default=None)
+        else:
+            g.add_argument(flag, type=type(v), default=v)
