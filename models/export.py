@@ -131,11 +131,26 @@ def dynamic_shapes() -> tuple[dict]:
 
 @contextlib.contextmanager
 def size_oblivious():
-    """Trace with size-oblivious reasoning: a broadcast, view or contiguity check on a symbolic size does not
-    specialise the program to that size being 1 (or not); every H, W >= 1 gets the same graph."""
+    """Trace so that one graph holds for every H, W >= 1: a broadcast, view or contiguity check on a symbolic size
+    does not specialise the program to that size being 1 or not (backed_size_oblivious). Likewise the memory format
+    a fake convolution reports: torch asks ATen's channels-last test (torch._subclasses.fake_impls.conv), which looks
+    at whether spatial sizes are 1 (ConvNeXt-T's stage-4 depthwise convolution: a guard H // 32 > 1); it answers from
+    the example's sizes without recording a guard. A layout is metadata here: the graph's ops do not depend on it
+    and AOTInductor chooses its own."""
     from torch.fx.experimental import _config as fx_config
-    with fx_config.patch(backed_size_oblivious=True):
-        yield
+    determine = torch._C._conv_determine_backend_memory_format
+
+    def unguarded(input, weight, backend):
+        env = getattr(getattr(input, "fake_mode", None), "shape_env", None)
+        with env.suppress_guards() if env is not None else contextlib.nullcontext():
+            return determine(input, weight, backend)
+
+    torch._C._conv_determine_backend_memory_format = unguarded
+    try:
+        with fx_config.patch(backed_size_oblivious=True):
+            yield
+    finally:
+        torch._C._conv_determine_backend_memory_format = determine
 
 
 def export_program(model: Segmentor, probs: bool = False, device: str | torch.device = "cpu"):
@@ -147,11 +162,16 @@ def export_program(model: Segmentor, probs: bool = False, device: str | torch.de
 
 # ------------------------------------------------------------------------------------------------ CPU instruction set
 
+def _host_isas() -> list:
+    from torch._inductor import cpu_vec_isa
+    return cpu_vec_isa.valid_vec_isa_list()
+
+
 def resolve_isa(name: str) -> tuple[object, str | None]:
     """(inductor VecISA, gcc -march or None for torch's default) for --isa on this machine. ValueError if the machine
     (CPU, or its compiler in inductor's build check) lacks it: a package is compiled and checked where it is built."""
     from torch._inductor import cpu_vec_isa
-    host = cpu_vec_isa.valid_vec_isa_list()
+    host = _host_isas()
     if name == "auto":
         isa = cpu_vec_isa.pick_vec_isa()
         by_str = {v[0]: (k, v[1]) for k, v in ISAS.items()}
@@ -168,7 +188,10 @@ def resolve_isa(name: str) -> tuple[object, str | None]:
 
 
 def isa_name(isa) -> str:
-    return {v[0]: k for k, v in ISAS.items()}.get(str(isa), str(isa).replace(" ", "+") or "scalar")
+    """--isa's name for an inductor VecISA ("scalar": no vector ISA; another architecture's: inductor's name)."""
+    if not isa:
+        return "scalar"
+    return {v[0]: k for k, v in ISAS.items()}.get(str(isa), str(isa).replace(" ", "+"))
 
 
 @contextlib.contextmanager
@@ -210,14 +233,16 @@ def write_aoti(model: Segmentor, out: str, probs: bool = False, device: str = "c
     name = isa_name(vec_isa)
     meta = metadata(model, probs, device, name, march)
     # Frozen weights (constants folded, BatchNorm folded into the convolutions), but no oneDNN weight prepacking: in
-    # torch 2.14.1 a prepacked Linear after ConvNeXt's channels-last LayerNorm computes wrong values (relative error
-    # ~1 from the first block on) in a program with dynamic H, W; static shapes, or freezing without prepacking, are
-    # right (tests/test_export.py's heavy parity tests hold the package to infer.py).
+    # torch 2.14.1, with dynamic H, W, a prepacked convolution (mkldnn._convolution_pointwise) returns an NCHW output
+    # where the compiled program expects channels-last strides (AOTI_RUNTIME_CHECK_INPUTS=1 reports it at ConvNeXt's
+    # first depthwise convolution), and the LayerNorm after it reads garbage. Static shapes, or no prepacking, are
+    # right; tests/test_export.py's heavy tests hold the package to infer.py.
     configs = {"freezing": True, "cpp.weight_prepack": False, "aot_inductor.metadata": meta}
     if march is not None:
         configs.update({"cpp.march": march, "cpp.simdlen": vec_isa.bit_width()})
+    hint = isa == "auto" and name in ("avx512", "avx512_vnni", "amx")  # a package older x86 CPUs cannot run
     log(f"CPU instruction set: {name} (-march={march or 'native'})"
-        + ("" if isa != "auto" else "; the build machine's best: pass --isa avx2 for a package any AVX2 CPU runs"))
+        + ("; the build machine's best: --isa avx2 builds a package that any AVX2 CPU runs" if hint else ""))
     t0 = time.time()
     ep = export_program(model, probs, device)
     log(f"torch.export: {time.time() - t0:.1f} s")
@@ -266,7 +291,8 @@ def write_onnx(model: Segmentor | None, out: str, probs: bool = False, program=N
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("python -m models.export", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--ckpt", required=True, help="a train.py checkpoint (best.pt) or a models.convert file")
     p.add_argument("--out", required=True, help="the artifact: .pt2 (aoti) or .onnx")
     p.add_argument("--format", default="aoti", choices=FORMATS)
@@ -299,17 +325,21 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     if args.format == "onnx" and (args.device != "cpu" or args.isa != "auto"):
-        print("error: --device / --isa apply to --format aoti (an ONNX runtime picks its own kernels)", file=sys.stderr)
+        print("error: --device / --isa apply to --format aoti (an ONNX runtime picks its own kernels)",
+              file=sys.stderr)
         return 2
-    print(f"{args.ckpt}: {model.model_name}, {model.num_classes} classes; {platform.machine()}, torch {torch.__version__}")
+    if args.format == "aoti":
+        try:
+            resolve_isa(args.isa)
+        except ValueError as e:  # an ISA this machine cannot build
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    print(f"{args.ckpt}: {model.model_name}, {model.num_classes} classes; {platform.machine()}, "
+          f"torch {torch.__version__}")
     if args.format == "onnx":
         write_onnx(model, args.out, args.probs)
     else:
-        try:
-            write_aoti(model.to(args.device), args.out, args.probs, args.device, args.isa)
-        except ValueError as e:  # an --isa this machine cannot build
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        write_aoti(model.to(args.device), args.out, args.probs, args.device, args.isa)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 2**20:.1f} MiB)")
     return 0
 
