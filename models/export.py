@@ -12,7 +12,8 @@ The program is infer.py's single view (`--amp none --winograd off`, no TTA): the
 under MIN_INPUT padded bottom/right with the mean colour and cropped back (models.segmentor.min_input_padding,
 computed from the symbolic sizes, so one program takes every H, W >= 1), the model, the argmax as uint8, and with
 --probs the softmax probabilities (C, H, W) float32 as a second output. It is a torch.export program compiled ahead of
-time by AOTInductor with frozen weights; the fused csrc ops are not in it.
+time by AOTInductor with frozen weights; the fused csrc ops are not in it. The package is loaded and run against the
+eager program on three sizes before it is written (self_check); a package that differs is not written.
 
 CPU instruction set (--isa): inductor vectorises its kernels for one ISA and compiles the package with gcc's
 -march; both default to the build machine's best (AVX-512/AMX on a recent Xeon), and such a package does not run on
@@ -253,13 +254,46 @@ def write_aoti(model: Segmentor, out: str, probs: bool = False, device: str = "c
     tmp = os.path.join(tmpdir, os.path.basename(out))
     t0 = time.time()
     try:
-        with torch.no_grad(), pinned_isa(vec_isa):
+        # Two compiles at once share inductor's cache, where the kernel files of one model are the same for any
+        # weights: one process packaged another's half-written kernel_metadata.json (an unloadable package). The
+        # lock serialises exports on this machine and keeps the cache.
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+        from torch.utils._filelock import FileLock
+        with FileLock(os.path.join(cache_dir(), "trashseg_export.lock")), torch.no_grad(), pinned_isa(vec_isa):
             torch._inductor.aoti_compile_and_package(ep, package_path=tmp, inductor_configs=configs)
+        log(f"AOTInductor compile: {time.time() - t0:.1f} s")
+        log(self_check(torch._inductor.aoti_load_package(tmp), model, probs, device))
         publish(tmp, out)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    log(f"AOTInductor compile: {time.time() - t0:.1f} s")
     return meta
+
+
+def self_check(runner, model: Segmentor, probs: bool, device: str = "cpu") -> str:
+    """The freshly compiled package against the eager program on three sizes (a 1-px stride-32 map, the example's
+    size, a side under MIN_INPUT): RuntimeError unless the class maps agree wherever the top-2 probabilities differ
+    by 1e-3 and the probabilities by 1e-4 (1e-3 on CUDA: TF32 convolutions); a line saying so otherwise."""
+    ref = Deployable(model, probs=True).to(device).eval()
+    g = torch.Generator().manual_seed(0)
+    worst, tol = 0.0, 1e-4 if device == "cpu" else 1e-3
+    for h, w in ((33, 33), (64, 96), (5, 7)):
+        img = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=g).to(device)
+        with torch.no_grad():
+            want_labels, want_probs = ref(img)
+            got = runner(img)
+        labels, got_probs = got if probs else (got, None)
+        top2 = want_probs.topk(2, 0).values
+        clear = top2[0] - top2[1] > 1e-3
+        if labels.dtype != torch.uint8 or labels.shape != (h, w) or not torch.equal(labels[clear], want_labels[clear]):
+            raise RuntimeError(f"self-check: the compiled package's class map at {h}x{w} differs from the eager "
+                               "program's; the package is not written")
+        if got_probs is not None:
+            worst = max(worst, (got_probs - want_probs).abs().max().item())
+    if worst > tol:
+        raise RuntimeError(f"self-check: probabilities differ from the eager program's by {worst:.1e} (> {tol:.0e}); "
+                           "the package is not written")
+    return "self-check against the eager program (33x33, 64x96, 5x7): class maps agree" + \
+        (f", probabilities within {worst:.1e}" if probs else "")
 
 
 def write_onnx(model: Segmentor | None, out: str, probs: bool = False, program=None, log=print) -> None:
