@@ -86,7 +86,8 @@ ext: $(STAMP)
 	$(PY) -m csrc.build
 
 # make test: under 10 min on 2 CPU cores. make test-heavy: the tests marked heavy (CUDA compile-only check, real-size
-# parity with transformers/timm, torch.compile of the models, the fault-injection trials); CI runs both.
+# parity with transformers/timm, torch.compile of the models, the fault-injection trials, the models.export package
+# compiled ahead of time); CI runs both.
 test: $(STAMP) ext
 	$(PY) -m pytest -q tests -m "not heavy"
 

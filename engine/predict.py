@@ -22,6 +22,7 @@ from csrc import ops
 from engine import dist as D
 from engine.evaluate import autocast, resolve_amp
 from models import winograd
+from models.segmentor import MIN_INPUT, min_input_padding  # noqa: F401  (MIN_INPUT: re-exported, tests use it)
 
 TTA_SCALES = (256, 384, 512, 640)  # SPEC §4: the team's scales (step 128) × horizontal flip, for 512-px images
 TTA_RATIOS = (0.5, 0.75, 1.0, 1.25)  # the same views for an image of any size: ratios of its longer side
@@ -95,8 +96,6 @@ def tta_accumulate(models: Sequence[torch.nn.Module], img: torch.Tensor, scales:
 
 # ---------------------------------------------------------------------------------------------------- whole / slide
 
-MIN_INPUT = 32  # ConvNeXt's stem (stride 4) and three stride-2 downsamplers floor the size: below 32 px stage 4
-#                 is empty and the conv fails. Swin pads itself; 32 is the largest output stride of every backbone.
 MODES = ("whole", "slide")
 SLIDE_CROP, SLIDE_STRIDE = 512, 341  # mmseg's 512x512 configs' test_cfg (the team's ConvNeXt-XL: 640 / 426)
 
@@ -106,7 +105,7 @@ def forward_padded(model: torch.nn.Module, x: torch.Tensor, amp: str = "none",
     """model(x) for a normalised (B, 3, h, w) input of any size >= 1: a side under MIN_INPUT is padded bottom/right
     with 0 (the mean colour after normalisation) and the logits are cropped back to (B, C, h, w) (a view, no copy)."""
     h, w = x.shape[-2:]
-    ph, pw = max(MIN_INPUT - h, 0), max(MIN_INPUT - w, 0)
+    ph, pw = min_input_padding(h, w)
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph))  # (B, 3, max(h, 32), max(w, 32))
     if channels_last:

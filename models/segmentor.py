@@ -8,6 +8,16 @@ from data.classes import PIXEL_MEAN, PIXEL_STD
 
 from .upernet import FCNHead, UPerHead, resize
 
+MIN_INPUT = 32  # ConvNeXt's stem (stride 4) and three stride-2 downsamplers floor the size: below 32 px stage 4
+#                 is empty and the conv fails. Swin pads itself; 32 is the largest output stride of every backbone.
+
+
+def min_input_padding(h, w):
+    """(bottom, right) padding that lifts a side under MIN_INPUT to MIN_INPUT, zero otherwise: the one rule for
+    inputs smaller than the model's stride (engine.predict.forward_padded, models.export). torch.sym_max gives plain
+    ints for ints and keeps symbolic sizes arithmetic under torch.export (no branch on the size)."""
+    return torch.sym_max(h, MIN_INPUT) - h, torch.sym_max(w, MIN_INPUT) - w
+
 
 class Segmentor(nn.Module):
     """mmseg EncoderDecoder layout: submodules `backbone`, `decode_head`, `auxiliary_head`.
