@@ -39,7 +39,7 @@ def test_resolve_amp(monkeypatch):
         assert cpu_has_native_bf16() == any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_bf16_trains_and_infers_end_to_end_on_cpu(tmp_path):
     """train.py --amp bf16 (forward, loss, backward and validation under CPU bf16 autocast), then infer.py with
     --amp bf16 and --amp none on the same checkpoint: argmax agreement between them (printed; -s shows it)."""

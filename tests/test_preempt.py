@@ -152,7 +152,7 @@ def test_chaos_reports_a_broken_resume(tmp_path, broken, expect):
     assert "bitwise-identical 0/1" in r.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_sigterm_to_one_rank_stops_every_rank_and_torchrun_restarts_them(demo, tmp_path):
     """SIGTERM to rank 1 alone (its process group: the rank and its DataLoader workers, as torchrun's own shutdown
     does): the stop flag is all-reduced after each step, so rank 0 saves that step too and both ranks exit 143.
@@ -359,7 +359,7 @@ def _two_nodes(demo, outs, port, *extra):
     return [(p.wait(timeout=600), p.stdout.read()) for p in procs]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_two_nodes_with_node_local_out_resume_one_state(demo, tmp_path):
     """Node-local --out: each node keeps its own copy of every checkpoint; when rank 0 comes back on a fresh node
     (an empty folder) the ranks agree on the newest checkpoint any of them can read, node 1 sends it through the

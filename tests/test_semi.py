@@ -232,7 +232,7 @@ def test_offline_pool_and_refused_inputs(demo, tmp_path):
     assert r.returncode == 2 and "also validation images" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_make_semi_with_control(demo, tmp_path):
     """make semi on a non-demo data root with the recipe in TRAIN_ARGS: UNLABELLED mixes a COCO file and a folder of
     photos; the semi-supervised arm and its control share the recipe, seed and batch mix (the control's pool is its

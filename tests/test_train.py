@@ -107,7 +107,7 @@ def _assert_same_gradients(path_a, path_b):
             torch.testing.assert_close(b["model"][k], v, rtol=1e-4, atol=1e-5, msg=k)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_ddp_two_nodes_equal_one(demo, tmp_path):
     """torchrun --nnodes 2 (one process per node, both on this machine): LOCAL_RANK is 0 on both, so data sharding,
     seeding and writing must follow the global RANK. Same gradients as 1 process × batch 2; node 1 has its own
@@ -289,7 +289,7 @@ def test_summary_table(tmp_path, capsys):
         summary([str(tmp_path / "fold0"), str(tmp_path / "fold1"), "--controls", "-"])
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_make_pseudo_with_control(tmp_path):
     """make pseudo ROUNDS=1 (controls on by default): round 0, teacher TTA labels, the student from its teacher, its control
     (same init, labels only), and the table setting round 1 against that control."""
@@ -310,7 +310,7 @@ def test_make_pseudo_with_control(tmp_path):
     assert bad.returncode != 0 and "PSEUDO_INIT must be teacher or none, got 'scratch'" in bad.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_make_cv_path(tmp_path):
     """make cv: stratified folds of train_all.json, one run per fold, the per-fold and mean table."""
     r = subprocess.run(["make", "-s", "cv", "FOLDS=2", f"DEMO_ROOT={tmp_path}/demo", f"EXP={tmp_path}/cv", "ITERS=2",
@@ -379,6 +379,7 @@ def test_batch_with_every_pixel_ignored_is_not_a_nan_loss(demo, tmp_path):
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.heavy
 def test_resume_with_other_batch_or_process_count(demo, tmp_path):
     """Resuming with another --batch-size (or process count, or --grad-accum) re-enters the data stream at the
     samples actually consumed (was: iter × the new global batch, skipping data), and a checkpoint written by N

@@ -302,7 +302,7 @@ def test_unloadable_checkpoint_costs_only_the_predictions(site, tmp_path, capsys
     assert "best.pt: cannot load checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_report_miou_is_infer_eval_miou(tmp_path):
     """The report predicts through engine.predict with infer.py's settings and scores through csrc.ops: on a tiny
     trained checkpoint over demo images whose side is no multiple of 32, its mIoU and per-class IoU are
