@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import sys
 
 import pytest
@@ -63,8 +64,12 @@ def test_resume_after_sigkill_mid_run(demo, tmp_path):
            "--ckpt-interval", "2"]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    for line in p.stdout:  # kill right after iteration 3 was logged (a checkpoint exists at 2)
+    for line in p.stdout:  # kill after iteration 3 was logged, once the periodic checkpoint is durable
         if line.startswith("iter 3/"):
+            # periodic checkpoints are written in the background: wait for last.pt, then kill mid-run
+            deadline = time.time() + 60
+            while not os.path.exists(tmp_path / "k" / "last.pt") and time.time() < deadline:
+                time.sleep(0.05)
             p.kill()
             break
     p.wait()
