@@ -203,6 +203,15 @@ def clean_stop(output: str) -> str:
     return ""
 
 
+def lease_pid(out: str) -> int | None:
+    """The process named by OUT/.lease (engine.lease), or None when there is none or it cannot be read."""
+    try:
+        with open(os.path.join(out, ".lease")) as f:
+            return int(json.load(f)["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def exit_codes(marks: str) -> list[int]:
     """The exit codes the ranks recorded (engine.chaos.exit_code) in the attempt that just ended."""
     return sorted(int(os.path.basename(p).split(".")[1]) for p in glob.glob(os.path.join(marks, "exit.*")))
@@ -264,24 +273,29 @@ def trial(seed: int, demo: str, work: str, reference: dict, pause: float, timeou
         where = f"log {log}"
         orphans = ORPHANS[:]  # ranks the previous fault left running
         ORPHANS.clear()
+        held = bool(orphans) and lease_pid(out) in orphans  # they had claimed --out before the launcher died
         if orphans:
             fault = None  # this start is judged on the lease alone: no fault of its own
         rc, hit, output = attempt(cmd, env, fault, log, timeout)
-        if orphans:  # this start must have refused the folder they write
+        if orphans:
             live = [q for q in orphans if os.path.exists(f"/proc/{q}")]
-            if live and (rc == 0 or "in use by a live job" not in output):
+            refused = rc != 0 and "in use by a live job" in output
+            if held and live and not refused:  # this start must have refused the folder they write
                 return delivered, survived, (f"a second job started on {out} while the killed launcher's ranks "
-                                             f"{live} still ran (exit {rc}) ({where})"), lost
-            t0 = time.monotonic()
-            while any(os.path.exists(f"/proc/{q}") for q in orphans) and time.monotonic() - t0 < timeout:
-                time.sleep(0.2)
+                                             f"{live}, holding its lease, still ran (exit {rc}) ({where})"), lost
+            t0 = time.monotonic()  # ranks that got past the launcher's rendezvous run to their end (or their stop);
+            while held and any(os.path.exists(f"/proc/{q}") for q in orphans) and time.monotonic() - t0 < timeout:
+                time.sleep(0.2)  # ranks killed with it before that wait on its dead store: nothing to wait for
             for q in orphans:  # what a scheduler's cleanup of the node would do to stragglers
                 try:
                     os.kill(q, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            pending = None  # the ranks went on writing after the fault: no iteration to hold the restart to
-            continue  # their exit markers mixed with this start's: the next start is the one judged
+            pending = None  # the ranks may have written after the fault: no iteration to hold the restart to
+            if held or refused:
+                continue  # their exit markers mixed with this start's: the next start is the one judged
+            # They never claimed --out (the launcher died while they were still starting): this start is judged as
+            # any other below, and the final bitwise comparison shows whether they wrote to the folder after all.
         if pending:  # the restart must continue from the newest checkpoint written before the fault
             pf, saved, got = pending
             at = resumed_at(output)
