@@ -17,23 +17,14 @@ import argparse
 import contextlib
 import math
 import os
-import signal
 import sys
 import time
 from typing import Iterator
 
-# SIGTERM (pre-emption, scancel, torchrun's shutdown) asks the run to stop: from here on it is recorded, not fatal,
-# so one that lands while torch is still importing is honoured after the first step like any other (the loop saves
-# and exits 143). Installed only when run as a script, before the slow imports.
-_STOP = {"signal": 0}
-
-
-def _request_stop(signum, _frame) -> None:
-    _STOP["signal"] = signum
-
+from engine.stop import install as install_sigterm, requested as stop_requested  # before the slow imports
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _request_stop)
+    install_sigterm()  # engine/stop.py: SIGTERM recorded from here on, acted on after the step it lands in
 
 import torch
 
@@ -125,7 +116,6 @@ def set_up(args: argparse.Namespace) -> R.Run:
     """Resolve the settings, join the process group, and make sure --out may be written."""
     args = R.resolve_args(args)
     info = D.init(args.device)
-    signal.signal(signal.SIGTERM, _request_stop)  # for callers of main() (tests); the script installed it at import
     run = R.Run(args, info, print if info.is_main else (lambda *a, **k: None))
     for note in R.pick_resume(run):
         run.log(f"--resume: {note}")
@@ -326,7 +316,7 @@ def stop_code(run: R.Run, done: int) -> int:
     args = run.args
     sliced = args.stop_after > 0 and done - run.start_iter >= args.stop_after
     lost = run.lease is not None and run.lease.lost is not None
-    return D.max_int(3 if lost else 2 if _STOP["signal"] else 1 if sliced else 0, run.info)
+    return D.max_int(3 if lost else 2 if stop_requested() else 1 if sliced else 0, run.info)
 
 
 def stop(run: R.Run, done: int, code: int, write: bool, pending_val: bool = False) -> None:

@@ -16,6 +16,9 @@ each of its first 1-2 starts it picks
     a moment: a random time after launch (often before the first checkpoint, even while torch imports), after a random
               training step (plus up to half a second: inside the next step or its data loading), inside validation,
               inside a checkpoint write (the temp file written, not yet renamed), or in the final step and its saves.
+Trials whose seed ends in 9 play a fixed pair instead: SIGKILL to the job after its first step (no checkpoint yet),
+then SIGKILL to the bare restart while it deletes that run's files (engine.run.claim's cleanup); the next start must
+restart the run, not refuse its folder.
 The moments come from marker files that train.py writes when TRASHSEG_CHAOS_DIR is set (engine/chaos.py; inert
 otherwise), which also holds validation and checkpoint writes open TRASHSEG_CHAOS_PAUSE seconds so the signal lands
 inside them. A trial fails when
@@ -55,7 +58,10 @@ ITERS, EVAL, CKPT = 8, 4, 3
 TRAIN = ["--model", "upernet_convnext_demo", "--crop-size", "64", "--grad-accum", "2", "--workers", "1",
          "--iters", str(ITERS), "--eval-interval", str(EVAL), "--ckpt-interval", str(CKPT), "--keep-ckpts", "1",
          "--warmup-iters", "1", "--lr", "1e-3", "--log-interval", "1", "--no-progress", "--seed", "0"]
-MOMENTS = ("time", "step", "val", "save", "final")
+MOMENTS = ("time", "step", "val", "save", "final")  # and "cleanup": CLEANUP's second fault
+# A run SIGKILLed before its first checkpoint, then its bare restart SIGKILLed while deleting that run's files (the
+# first file gone, args.json not yet): the next start must not be locked out. Every seed ending in 9 plays it.
+CLEANUP = [("SIGKILL", "step", 1.0), ("SIGKILL", "cleanup", 1.0)]
 
 
 def make_demo(root: str) -> None:
@@ -250,7 +256,7 @@ def choose_fault(rng: random.Random) -> tuple[str, str, float]:
 
 def parse_fault(text: str) -> tuple[str, str, float]:
     sig, kind, target = text.split(":")
-    assert sig in SIGNALS and kind in MOMENTS, text
+    assert sig in SIGNALS and kind in MOMENTS + ("cleanup",), text
     return sig, kind, float(target)
 
 
@@ -264,6 +270,7 @@ def trial(seed: int, demo: str, work: str, reference: dict, pause: float, timeou
     marks = os.path.join(work, f"marks{seed}")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRASHSEG_CHAOS_DIR": marks, "TRASHSEG_CHAOS_PAUSE": str(pause)}
     cmd = command(demo, out)
+    forced = forced or (CLEANUP if seed % 10 == 9 else None)
     n_faults = len(forced) if forced else rng.choice([1, 2])
     delivered, survived, notes, lost = 0, 0, [], {}
     pending = None  # (fault, newest checkpoint after it, last iteration reached) of the previous attempt
@@ -375,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nproc", type=int, choices=[1, 2], default=NPROC, help="processes per job (CHAOS_NPROC)")
     p.add_argument("--fault", action="append", default=None, metavar="SIGNAL:MOMENT:TARGET",
                    help="the faults of every trial, in order, instead of random ones (e.g. SIGTERM:step:10); "
-                        f"signals {', '.join(SIGNALS)}; moments {', '.join(MOMENTS)}")
+                        f"signals {', '.join(SIGNALS)}; moments {', '.join(MOMENTS)}, cleanup")
     a = p.parse_args(argv)
     globals()["NPROC"] = a.nproc
     import torch

@@ -6,10 +6,12 @@ can send its signal at a known moment rather than a guessed one:
     step   a training step has finished (train.py, every rank)
     val    inside validation, after the first batch (train.py, every rank; eval DataLoader workers alive)
     save   inside a checkpoint write: the temp file is written and fsync'ed, not yet renamed (engine.checkpoint)
+    cleanup  a bare restart of a run killed before its first checkpoint is deleting that run's files: one is gone
+           (engine.run.claim; args.json goes last)
 
     exit   the process is about to exit with a code (train.py: DIR/exit.CODE.PID.N), so every rank's code is seen
 
-At `val` and `save` the process then sleeps TRASHSEG_CHAOS_PAUSE seconds (default 0), which widens those windows
+At `val`, `save` and `cleanup` the process then sleeps TRASHSEG_CHAOS_PAUSE seconds (default 0), which widens those windows
 enough for a signal to land inside them. Nothing else changes: no RNG is drawn, so runs stay bitwise comparable.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ _seq = itertools.count()
 
 
 def point(kind: str) -> None:
-    """Mark that this process reached `kind` (step, val, save); hold there PAUSE seconds except after steps."""
+    """Mark that this process reached `kind` (step, val, save, cleanup); hold there PAUSE seconds except after steps."""
     if not DIR:
         return
     with open(os.path.join(DIR, f"{kind}.{os.getpid()}.{next(_seq)}"), "w"):

@@ -252,6 +252,7 @@ def claim(run: Run) -> None:
     if old:
         for f in old:
             os.unlink(f)
+            chaos.point("cleanup")
         run.log(f"--resume: {args.out} holds no checkpoint yet; restarting this run from scratch"
                 if own else f"--overwrite: removed the previous run's {len(old)} file(s) from {args.out}")
     if info.is_main:

@@ -37,3 +37,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """The suite's one way to get demo data: demo_data(train=, val=, test=, extra=, size=, seed=, imbalance=) is the
+    path (str) of a data root written by data.demo.make_demo (what `python -m data.demo` writes). Roots are shared by
+    every test asking for the same arguments and must be treated as read-only; fresh=True writes a private one for a
+    test that edits its files."""
+    from data.demo import make_demo
+    made: dict[tuple, str] = {}
+
+    def get(train: int = 4, val: int = 2, test: int = 2, extra: int = 0, size: int = 64, seed: int = 3,
+            imbalance: bool = False, fresh: bool = False) -> str:
+        key = (train, val, test, extra, size, seed, imbalance)
+        if fresh or key not in made:
+            out = str(tmp_path_factory.mktemp("demo"))
+            make_demo(out, train, val, test, extra, size, seed, imbalance)
+            if fresh:
+                return out
+            made[key] = out
+        return made[key]
+
+    return get

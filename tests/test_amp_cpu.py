@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,12 +41,10 @@ def test_resolve_amp(monkeypatch):
 
 
 @pytest.mark.heavy
-def test_bf16_trains_and_infers_end_to_end_on_cpu(tmp_path):
+def test_bf16_trains_and_infers_end_to_end_on_cpu(tmp_path, demo_data):
     """train.py --amp bf16 (forward, loss, backward and validation under CPU bf16 autocast), then infer.py with
     --amp bf16 and --amp none on the same checkpoint: argmax agreement between them (printed; -s shows it)."""
-    data = tmp_path / "demo"
-    subprocess.run([PY, "-m", "data.demo", "--out", str(data), "--train", "4", "--val", "2", "--test", "2",
-                    "--extra", "0", "--size", "48", "--seed", "5"], cwd=ROOT, check=True, capture_output=True)
+    data = Path(demo_data(train=4, val=2, test=2, extra=0, size=48, seed=5, fresh=True))
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     r = subprocess.run([PY, "train.py", "--data-root", str(data), "--out", str(tmp_path / "run"), "--model",
                         "upernet_convnext_demo", "--crop-size", "48", "--batch-size", "2", "--workers", "0",
@@ -68,21 +67,19 @@ def test_bf16_trains_and_infers_end_to_end_on_cpu(tmp_path):
     assert agree >= 0.9, agree
 
 
-def _demo(tmp_path, size=48):
-    data = tmp_path / "demo"
-    subprocess.run([PY, "-m", "data.demo", "--out", str(data), "--train", "2", "--val", "2", "--test", "2",
-                    "--extra", "0", "--size", str(size), "--seed", "5"], cwd=ROOT, check=True, capture_output=True)
+def _demo(demo_data, size=48):
+    data = Path(demo_data(train=2, val=2, test=2, extra=0, size=size, seed=5, fresh=True))
     return data
 
 
-def test_auto_inference_precision_against_fp32(tmp_path, cpu_bf16):
+def test_auto_inference_precision_against_fp32(tmp_path, cpu_bf16, demo_data):
     """infer.py --amp auto against the fp32 path (--amp none --winograd off) on the same model and images. Where the
     CPU has no native bf16, auto is fp32 (Winograd's ~1e-5 apart); where it has, auto is bf16, and the stated
     tolerance holds: probabilities within 5e-3, and the same class on every pixel whose fp32 top-2 margin exceeds
     0.02 (bf16 moves these probabilities by ~1.5e-3 on this model)."""
     from data.probs import load_probs
     import models
-    data = _demo(tmp_path)
+    data = _demo(demo_data)
     torch.manual_seed(0)
     ck = str(tmp_path / "model.pt")
     torch.save({"model": models.build_model("upernet_convnext_demo", 11).state_dict(),
@@ -119,11 +116,11 @@ def _train(data, out, *extra, bf16: str):
     return r.stdout, (saved["amp_request"], saved["amp"], saved["val_amp"])
 
 
-def test_train_amp_auto_resolved_once_recorded_and_kept(tmp_path):
+def test_train_amp_auto_resolved_once_recorded_and_kept(tmp_path, demo_data):
     """--amp auto is resolved at the start (training fp32 on the CPU; validation bf16 where the CPU has native bf16),
     written to args.json and the checkpoints, and kept when the run continues on a CPU that would choose otherwise:
     a --resume from its checkpoint, and a bare restart of a run killed before its first checkpoint."""
-    data = _demo(tmp_path)
+    data = _demo(demo_data)
     run = tmp_path / "run"
     log, amp = _train(data, run, "--iters", "2", bf16="1")  # started on a native-bf16 CPU
     assert amp == ("auto", "none", "bf16") and "amp none (validation bf16)" in log

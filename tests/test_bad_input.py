@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,12 +41,10 @@ def _one_error_line(r, *needles):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, demo_data):
     import models
     tmp = tmp_path_factory.mktemp("bad")
-    demo = tmp / "demo"
-    subprocess.run([PY, "-m", "data.demo", "--out", str(demo), "--train", "4", "--val", "3", "--test", "5",
-                    "--extra", "3", "--size", "64", "--seed", "7"], cwd=ROOT, check=True, capture_output=True)
+    demo = Path(demo_data(train=4, val=3, test=5, extra=3, size=64, seed=7, fresh=True))
     torch.manual_seed(0)
     model = models.build_model("upernet_convnext_demo", 11).eval()
     ck = tmp / "model.pt"

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -213,14 +214,12 @@ def readme_example() -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, demo_data):
     """A tiny model trained briefly (decisive classes) on a small demo set; infer.py's masks and float16
     probabilities of its val images (--amp none --winograd off)."""
     tmp = tmp_path_factory.mktemp("export")
-    demo = tmp / "demo"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([PY, "-m", "data.demo", "--out", str(demo), "--train", "8", "--val", "6", "--test", "2",
-                    "--extra", "2", "--size", "96", "--seed", "4"], cwd=ROOT, check=True, capture_output=True)
+    demo = Path(demo_data(train=8, val=6, test=2, extra=2, size=96, seed=4))
     run = tmp / "run"
     r = subprocess.run([PY, "train.py", "--data-root", str(demo), "--out", str(run), "--model", "upernet_convnext_demo",
                         "--iters", "30", "--crop-size", "64", "--batch-size", "4", "--workers", "0", "--lr", "2e-3",

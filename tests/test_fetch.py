@@ -309,11 +309,8 @@ def test_offline_bad_url_or_timeout_exit_2_with_one_line(server, env, monkeypatc
 # -------------------------------------------------------------------------------------- train.py and torchrun
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    subprocess.run([sys.executable, "-m", "data.demo", "--out", str(out), "--train", "4", "--val", "2", "--test",
-                    "1", "--extra", "1", "--size", "64", "--seed", "3"], cwd=ROOT, check=True, capture_output=True)
-    return str(out)
+def demo(demo_data):
+    return demo_data(train=4, val=2, test=1, extra=1, size=64, seed=3)
 
 
 def test_train_init_by_name(server, env, files, demo, tmp_path):

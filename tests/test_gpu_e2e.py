@@ -23,11 +23,8 @@ TINY = ["--model", "upernet_convnext_demo", "--crop-size", "64", "--batch-size",
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    subprocess.run([PY, "-m", "data.demo", "--out", str(out), "--train", "16", "--val", "4", "--test", "4",
-                    "--extra", "4", "--size", "96", "--seed", "3"], cwd=ROOT, check=True, capture_output=True)
-    return str(out)
+def demo(demo_data):
+    return demo_data(train=16, val=4, test=4, extra=4, size=96, seed=3)
 
 
 # bench/gpu_check.sh kills this whole pytest at its step limit; it sets GPU_CHECK_DEADLINE (epoch seconds) a little

@@ -297,11 +297,9 @@ def test_demo_imbalance_draws_competition_proportions(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_with_every_option_resumes_exactly(tmp_path):
+def test_train_with_every_option_resumes_exactly(tmp_path, demo_data):
     """--balance + class weights + OHEM + all four losses train, log the rare-first IoU line, and resume bitwise."""
-    data = str(tmp_path / "d")
-    subprocess.run([PY, "-m", "data.demo", "--out", data, "--train", "6", "--val", "3", "--test", "1", "--extra",
-                    "1", "--size", "64", "--seed", "3"], cwd=ROOT, check=True, capture_output=True)
+    data = demo_data(train=6, val=3, test=1, extra=1, size=64, seed=3, fresh=True)
     common = ["--model", "upernet_convnext_demo", "--crop-size", "64", "--batch-size", "2", "--workers", "0",
               "--warmup-iters", "1", "--lr", "1e-3", "--log-interval", "1", "--no-progress", "--iters", "3",
               "--ckpt-interval", "2", "--eval-interval", "3", "--data-root", data, "--balance", "--class-weight",
@@ -355,15 +353,13 @@ def test_report_iou_bars_are_rarest_first(monkeypatch):
     assert seen["labels"][0] == "Background" and seen["values"][0] == 0.9
 
 
-def test_pseudo_label_class_balanced_keeps_each_class_top_share(tmp_path, capsys, cpu_bf16):
+def test_pseudo_label_class_balanced_keeps_each_class_top_share(tmp_path, capsys, cpu_bf16, demo_data):
     """pseudo_label.py --threshold-mode class-balanced against the teacher's own fp32 probabilities, computed here
     (--amp none pins fp32 on every CPU)."""
     import models
     import pseudo_label
     from data.coco import CocoSegDataset
-    demo = str(tmp_path / "demo")
-    subprocess.run([PY, "-m", "data.demo", "--out", demo, "--train", "2", "--val", "2", "--test", "3", "--extra", "0",
-                    "--size", "64", "--seed", "5"], cwd=ROOT, check=True, capture_output=True)
+    demo = demo_data(train=2, val=2, test=3, extra=0, size=64, seed=5, fresh=True)
     torch.manual_seed(0)
     model = models.build_model("upernet_convnext_demo", 11).eval()
     ck = str(tmp_path / "model.pt")

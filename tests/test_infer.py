@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,12 +17,10 @@ PY = sys.executable
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, demo_data):
     import models
     tmp = tmp_path_factory.mktemp("inf")
-    demo = tmp / "demo"
-    subprocess.run([PY, "-m", "data.demo", "--out", str(demo), "--train", "4", "--val", "3", "--test", "3",
-                    "--extra", "3", "--size", "96", "--seed", "5"], cwd=ROOT, check=True, capture_output=True)
+    demo = Path(demo_data(train=4, val=3, test=3, extra=3, size=96, seed=5))
     torch.manual_seed(0)
     model = models.build_model("upernet_convnext_demo", 11).eval()
     ck = tmp / "model.pt"

@@ -3,7 +3,6 @@ collation and device transfer."""
 import itertools
 import os
 
-import numpy as np
 import pytest
 import torch
 

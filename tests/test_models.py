@@ -1,6 +1,5 @@
 """models/: registry, shapes, mmseg layout, Swin padding/masks against mmseg's own formulas, optimiser groups,
 checkpoint loading. Oracle comparisons with transformers / timm live in test_convert.py."""
-import io
 import re
 
 import pytest

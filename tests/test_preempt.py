@@ -20,11 +20,8 @@ TINY = ["--model", "upernet_convnext_demo", "--crop-size", "64", "--batch-size",
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    subprocess.run([PY, "-m", "data.demo", "--out", str(out), "--train", "8", "--val", "4", "--test", "2",
-                    "--extra", "2", "--size", "64", "--seed", "3"], cwd=ROOT, check=True, capture_output=True)
-    return str(out)
+def demo(demo_data):
+    return demo_data(train=8, val=4, test=2, extra=2, size=64, seed=3)
 
 
 def _main(demo, out, *extra):
@@ -107,10 +104,10 @@ def test_resume_switching_amp_to_fp16_starts_a_fresh_scaler(demo, tmp_path, caps
 
 
 def test_stop_on_the_last_step_without_validation_still_writes_best(demo, tmp_path, monkeypatch):
-    """SIGTERM during the final step: the run is complete and ends normally, with best.pt (was: exit through the
-    stop path, best.pt never written)."""
-    import train
-    monkeypatch.setitem(train._STOP, "signal", signal.SIGTERM)
+    """SIGTERM during the final step: the run is complete and ends normally, with best.pt (the stop path, which
+    writes last.pt alone, is for runs with steps left)."""
+    from engine import stop
+    monkeypatch.setitem(stop._STATE, "signal", signal.SIGTERM)
     out = tmp_path / "r"
     _main(demo, out, "--iters", "1")
     assert _load(out / "best.pt")["iter"] == 1 and _load(out / "last.pt")["iter"] == 1
@@ -200,22 +197,21 @@ def test_sigterm_writes_one_checkpoint_and_the_skipped_validation_runs_first(dem
     """A stop on a step that is due a validation, a best.pt, last.pt and an iter_N.pt: one write (last.pt, the
     validation recorded as pending), exit 143. The resume validates first, with the random state the uninterrupted
     run had, so it ends bitwise equal to it, with one validation record per iteration."""
-    import train
-    from engine import checkpoint
+    from engine import checkpoint, stop
     val = ["--val-json", "val.json", "--eval-interval", "1", "--ckpt-interval", "1", "--keep-ckpts", "3",
            "--iters", "3"]
     _main(demo, tmp_path / "ref", *val)
     writes = []
     real = checkpoint.atomic_save
     monkeypatch.setattr(checkpoint, "atomic_save", lambda obj, paths: (writes.append(paths), real(obj, paths)))
-    monkeypatch.setitem(train._STOP, "signal", signal.SIGTERM)
+    monkeypatch.setitem(stop._STATE, "signal", signal.SIGTERM)
     out = tmp_path / "r"
     with pytest.raises(SystemExit) as e:
         _main(demo, out, *val, "--resume")
     assert e.value.code == 143
     assert len(writes) == 1 and sorted(os.listdir(out)) == ["args.json", "last.pt", "metrics.jsonl"]
     assert _load(out / "last.pt")["pending_val"] is True and _load(out / "last.pt")["iter"] == 1
-    monkeypatch.setitem(train._STOP, "signal", 0)
+    monkeypatch.setitem(stop._STATE, "signal", 0)
     _main(demo, out, *val, "--resume")
     assert "its validation, skipped by the stop, runs first" in capsys.readouterr().out
     _same_state(_load(tmp_path / "ref" / "last.pt"), _load(out / "last.pt"))

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,15 +101,13 @@ def test_cutmix_batch_pastes_from_the_next_sample():
     assert torch.equal(one[0], images[:1]) and torch.equal(one[1], targets[:1])
 
 
-def test_pool_set_weak_view_is_the_labelled_augmentation(tmp_path):
+def test_pool_set_weak_view_is_the_labelled_augmentation(tmp_path, demo_data):
     """The weak view is TrainSet's augmentation of the same key (the teacher sees what labelled images look like);
     the strong view keeps its geometry; an unlabelled image's mask is 0 on the image and 255 on the padding."""
     from data.coco import CocoSegDataset
     from data.loader import TrainSet
     from data.transforms import build_transform
-    demo = tmp_path / "d"
-    subprocess.run([PY, "-m", "data.demo", "--out", str(demo), "--train", "3", "--val", "1", "--test", "2",
-                    "--extra", "0", "--size", "40", "--seed", "2"], cwd=ROOT, check=True, capture_output=True)
+    demo = Path(demo_data(train=3, val=1, test=2, extra=0, size=40, seed=2, fresh=True))
     tf = build_transform("train", crop_size=48)  # 48 > 40 px: padded
     labelled = CocoSegDataset(str(demo), str(demo / "train.json"))
     pool = PoolSet(labelled, tf, seed=4, strong=StrongAug(color=1, gray=0, blur=0, cutout=0, cutmix=1))
@@ -182,11 +181,8 @@ def test_batch_split_is_exact_and_resumes():
 # ------------------------------------------------------------------------------------------------ train.py end to end
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("semi")
-    subprocess.run([PY, "-m", "data.demo", "--out", str(out), "--train", "4", "--val", "2", "--test", "2",
-                    "--extra", "4", "--size", "48", "--seed", "3"], cwd=ROOT, check=True, capture_output=True)
-    return str(out)
+def demo(demo_data):
+    return demo_data(train=4, val=2, test=2, extra=4, size=48, seed=3)
 
 
 def _train(demo, out, *extra, check=True):

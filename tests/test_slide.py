@@ -2,9 +2,9 @@
 slide / padded whole modes, and infer.py end to end, each against a plain slide loop written here from the formula."""
 import json
 import os
-import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -326,16 +326,15 @@ def test_slide_peak_memory_is_bounded():
 
 # ---------------------------------------------------------------------------------------------------- train / pseudo
 
-def test_train_val_mode_slide_and_pseudo_label_slide(tmp_path, cpu_bf16):
+def test_train_val_mode_slide_and_pseudo_label_slide(tmp_path, cpu_bf16, demo_data):
     """train.py --val-mode slide scores what infer.py --mode slide --eval scores; pseudo_label.py --mode slide labels
     the argmax of the plain fp32 slide loop (--amp none pins fp32 on every CPU)."""
     import infer
     import models
     import pseudo_label
     from PIL import Image
-    demo, run = tmp_path / "demo", tmp_path / "run"
-    subprocess.run([PY, "-m", "data.demo", "--out", str(demo), "--train", "4", "--val", "2", "--test", "2",
-                    "--extra", "0", "--size", "80", "--seed", "3"], cwd=ROOT, check=True, capture_output=True)
+    run = tmp_path / "run"
+    demo = Path(demo_data(train=4, val=2, test=2, extra=0, size=80, seed=3, fresh=True))
     slide = ["--crop-size", "48", "--stride", "32"]
     r = subprocess.run([PY, "train.py", "--data-root", str(demo), "--out", str(run), "--model", "upernet_convnext_demo",
                         "--crop-size", "64", "--batch-size", "2", "--workers", "0", "--iters", "2", "--no-progress",

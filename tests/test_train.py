@@ -1,7 +1,6 @@
 """train.py: exact resume, DDP equivalence, NaN stop, atomic checkpoints, layer-decay wiring, make train's path."""
 import json
 import os
-import shutil
 import subprocess
 import time
 import sys
@@ -16,11 +15,8 @@ TINY = ["--model", "upernet_convnext_demo", "--crop-size", "64", "--batch-size",
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    subprocess.run([PY, "-m", "data.demo", "--out", str(out), "--train", "8", "--val", "4", "--test", "4",
-                    "--extra", "4", "--size", "64", "--seed", "3"], cwd=ROOT, check=True, capture_output=True)
-    return str(out)
+def demo(demo_data):
+    return demo_data(train=8, val=4, test=4, extra=4, size=64, seed=3)
 
 
 def _train(demo, out, *extra, check=True, launcher=None):

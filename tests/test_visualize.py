@@ -303,7 +303,7 @@ def test_unloadable_checkpoint_costs_only_the_predictions(site, tmp_path, capsys
 
 
 @pytest.mark.heavy
-def test_report_miou_is_infer_eval_miou(tmp_path):
+def test_report_miou_is_infer_eval_miou(tmp_path, demo_data):
     """The report predicts through engine.predict with infer.py's settings and scores through csrc.ops: on a tiny
     trained checkpoint over demo images whose side is no multiple of 32, its mIoU and per-class IoU are
     infer.py --eval's, bit for bit (padded to a multiple of 32 instead, these 100-px images score differently:
@@ -320,9 +320,8 @@ def test_report_miou_is_infer_eval_miou(tmp_path):
     from viz.run_section import evaluate_run
     from viz.site import SiteWriter
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    demo, run = str(tmp_path / "demo"), str(tmp_path / "run")
-    subprocess.run([sys.executable, "-m", "data.demo", "--out", demo, "--train", "8", "--val", "4", "--test", "1",
-                    "--extra", "0", "--size", "100", "--seed", "4"], cwd=repo, check=True, capture_output=True)
+    run = str(tmp_path / "run")
+    demo = demo_data(train=8, val=4, test=1, extra=0, size=100, seed=4, fresh=True)
     r = subprocess.run([sys.executable, "train.py", "--data-root", demo, "--out", run, "--model",
                         "upernet_convnext_demo", "--iters", "150", "--batch-size", "4", "--crop-size", "96",
                         "--workers", "0", "--lr", "3e-3", "--warmup-iters", "5", "--eval-interval", "150",

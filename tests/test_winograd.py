@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,12 +126,10 @@ def test_whole_model_agrees_with_direct(calls):
 
 @needs_nnpack
 @pytest.mark.slow
-def test_infer_winograd_on_off_end_to_end(tmp_path):
+def test_infer_winograd_on_off_end_to_end(tmp_path, demo_data):
     """infer.py --winograd on and off from one trained checkpoint: the masks agree; `on` where it cannot apply
     exits 2 with one line."""
-    data = tmp_path / "demo"
-    subprocess.run([PY, "-m", "data.demo", "--out", str(data), "--train", "4", "--val", "3", "--test", "1",
-                    "--extra", "0", "--size", "64", "--seed", "5"], cwd=ROOT, check=True, capture_output=True)
+    data = Path(demo_data(train=4, val=3, test=1, extra=0, size=64, seed=5, fresh=True))
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     r = subprocess.run([PY, "train.py", "--data-root", str(data), "--out", str(tmp_path / "run"), "--model",
                         "upernet_convnext_demo", "--crop-size", "64", "--batch-size", "2", "--workers", "0",
