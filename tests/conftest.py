@@ -27,9 +27,16 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "heavy: a minute or more of CPU (real-size parity, compiles, fault injection): "
                             "left out of `make test`, run by `make test-heavy` and CI")
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
+    config.addinivalue_line("markers", "bf16_heavy: the test's cpu_bf16 variant is heavy (its fp32 one stays in "
+                            "`make test`)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m "not heavy" deselects
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "bf16_heavy" in item.keywords and getattr(item, "callspec", None) and \
+                item.callspec.params.get("cpu_bf16") == "1":
+            item.add_marker(pytest.mark.heavy)
     import torch
     if torch.cuda.is_available():
         return

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -139,15 +140,21 @@ def test_train_bad_inputs_exit_2_with_one_line(setup, tmp_path):
     demo, ck, bad, _ = setup
     tiny = ["train.py", "--model", "upernet_convnext_demo", "--data-root", demo, "--iters", "2", "--batch-size", "2",
             "--crop-size", "32", "--no-progress", "--val-json", ""]
-    r = _run([PY, *tiny, "--out", str(tmp_path / "a"), "--init", str(tmp_path / "missing.pt"), "--workers", "0"])
-    _one_error_line(r, "missing.pt", "no such file")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    r = _run([PY, *tiny, "--out", str(tmp_path / "b"), "--init", str(tmp_path / "junk.pt"), "--workers", "0"])
-    _one_error_line(r, "junk.pt", "cannot be read")
-    r = _run([PY, *tiny, "--out", str(tmp_path / "c"), "--train-json", "test.json", "--workers", "0"])
-    _one_error_line(r, "test.json", "needs annotations")
-    r = _run([PY, *tiny[:-2], "--val-json", "test.json", "--out", str(tmp_path / "d"), "--workers", "0"])
-    _one_error_line(r, "test.json", "needs annotations")
+    cases = [  # independent runs that each stop before training: side by side, two at a time
+        ([PY, *tiny, "--out", str(tmp_path / "a"), "--init", str(tmp_path / "missing.pt"), "--workers", "0"],
+         "missing.pt", "no such file"),
+        ([PY, *tiny, "--out", str(tmp_path / "b"), "--init", str(tmp_path / "junk.pt"), "--workers", "0"],
+         "junk.pt", "cannot be read"),
+        ([PY, *tiny, "--out", str(tmp_path / "c"), "--train-json", "test.json", "--workers", "0"],
+         "test.json", "needs annotations"),
+        ([PY, *tiny[:-2], "--val-json", "test.json", "--out", str(tmp_path / "d"), "--workers", "0"],
+         "test.json", "needs annotations"),
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda c: _run(c[0]), cases))
+    for r, (_, name, what) in zip(runs, cases):
+        _one_error_line(r, name, what)
     # a corrupt training image met by a DataLoader worker
     tj = json.load(open(os.path.join(demo, "train.json")))
     victim = tj["images"][1]["file_name"]

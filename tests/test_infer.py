@@ -46,6 +46,7 @@ def _hand_tta(model, img_u8, scales, flip):
     return (total / n)[0]  # (C, H, W)
 
 
+@pytest.mark.bf16_heavy
 def test_tta_matches_hand_loop_and_csv(setup, tmp_path, cpu_bf16):
     """--amp none pins fp32, the hand loop's precision, on every CPU (cpu_bf16: also where auto would pick bf16)."""
     demo, ck, model = setup
@@ -144,6 +145,7 @@ def test_view_sizes_absolute_and_ratio():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # make test keeps a two-process infer.py run: test_bad_input's one-and-two-process submission
 def test_torchrun_sharded_csv_equals_single_process(setup, tmp_path):
     """2 ranks predict alternate images; rank 0 interleaves their rows: the CSV is byte-identical to 1 process."""
     demo, ck, _ = setup

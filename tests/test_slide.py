@@ -326,6 +326,7 @@ def test_slide_peak_memory_is_bounded():
 
 # ---------------------------------------------------------------------------------------------------- train / pseudo
 
+@pytest.mark.bf16_heavy
 def test_train_val_mode_slide_and_pseudo_label_slide(tmp_path, cpu_bf16, demo_data):
     """train.py --val-mode slide scores what infer.py --mode slide --eval scores; pseudo_label.py --mode slide labels
     the argmax of the plain fp32 slide loop (--amp none pins fp32 on every CPU)."""

@@ -53,6 +53,7 @@ def test_resume_is_bitwise_exact(demo, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # make test keeps a kill-and-restart: the chaos trial in test_preempt.py
 def test_resume_after_sigkill_mid_run(demo, tmp_path):
     """Kill -9 while training; the periodic checkpoint resumes to the same weights as an uninterrupted run."""
     _train(demo, tmp_path / "full", "--iters", "6", "--ckpt-interval", "2")

@@ -126,6 +126,7 @@ def test_whole_model_agrees_with_direct(calls):
 
 @needs_nnpack
 @pytest.mark.slow
+@pytest.mark.heavy  # make test checks Winograd against the direct convolution on every layer shape above
 def test_infer_winograd_on_off_end_to_end(tmp_path, demo_data):
     """infer.py --winograd on and off from one trained checkpoint: the masks agree; `on` where it cannot apply
     exits 2 with one line."""
