@@ -169,11 +169,13 @@ gpu-check:
 	bash bench/gpu_check.sh
 
 # Fault injection: 2-process torchrun runs killed (SIGTERM to the launcher, SIGKILL to every process) at random
-# moments and restarted until done; prints "faults survived N/N, bitwise-identical M/M". CHAOS_TRIALS, CHAOS_SEED.
+# moments and restarted until done; prints "faults survived N/N, bitwise-identical M/M". CHAOS_TRIALS, CHAOS_SEED;
+# CHAOS_NODES=2: two torchrun nodes of one rank each on this machine, node-local --out folders.
 CHAOS_TRIALS ?= 20
 CHAOS_SEED ?= 0
+CHAOS_NODES ?= 1
 chaos: $(STAMP) ext
-	$(PY) -m bench.chaos --trials $(CHAOS_TRIALS) --seed $(CHAOS_SEED)
+	$(PY) -m bench.chaos --trials $(CHAOS_TRIALS) --seed $(CHAOS_SEED) --nodes $(CHAOS_NODES)
 
 # README "Rare classes": every imbalance option, --balance over 3 seeds, pseudo-label modes vs their control (plain and
 # --balance teachers), on the imbalanced demo (18 runs, about 3 h on 2 idle cores at the demo recipe; ITERS=300 is a

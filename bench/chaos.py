@@ -16,6 +16,9 @@ each of its first 1-2 starts it picks
     a moment: a random time after launch (often before the first checkpoint, even while torch imports), after a random
               training step (plus up to half a second: inside the next step or its data loading), inside validation,
               inside a checkpoint write (the temp file written, not yet renamed), or in the final step and its saves.
+With --nodes 2 (CHAOS_NODES=2) the job is two torchrun "nodes" of one rank each on this machine, each writing its own
+node-local --out (node 1 keeps copies of rank 0's checkpoints); the launcher-alone kill gives way to SIGKILL-node
+(node 1's launcher and rank lost), and the final check includes node 1's copy of last.pt.
 Trials whose seed ends in 9 play a fixed pair instead: SIGKILL to the job after its first step (no checkpoint yet),
 then SIGKILL to the bare restart while it deletes that run's files (engine.run.claim's cleanup); the next start must
 restart the run, not refuse its folder.
@@ -70,13 +73,54 @@ def make_demo(root: str) -> None:
                         "2", "--size", "64", "--seed", "3"], cwd=ROOT, check=True, capture_output=True)
 
 
-NPROC = int(os.environ.get("CHAOS_NPROC", "2"))
+NPROC = int(os.environ.get("CHAOS_NPROC", "2"))  # processes in the job (ranks)
+NODES = int(os.environ.get("CHAOS_NODES", "1"))  # 2: two torchrun "nodes" of one rank each on this machine
 
 
-def command(demo: str, out: str) -> list[str]:
-    """The job's one command (global batch 2: one image per rank with 2 processes, two with one)."""
-    return [TORCHRUN, "--standalone", "--nproc_per_node", str(NPROC), "train.py", "--data-root", demo, "--out", out,
-            *TRAIN, "--batch-size", str(2 // NPROC), "--resume"]
+def node_out(out: str, node: int) -> str:
+    """Node `node`'s --out: node 0 writes OUT, node 1 its own node-local folder OUT.node1."""
+    return out if node == 0 else f"{out}.node{node}"
+
+
+def command(demo: str, out: str) -> list[list[str]]:
+    """The job's command per node (global batch 2: one image per rank with 2 processes, two with one). Two nodes
+    rendezvous on a port fresh for each start, as a rescheduled job's would be."""
+    train = ["train.py", "--data-root", demo, *TRAIN, "--batch-size", str(2 // NPROC), "--resume"]
+    if NODES == 1:
+        return [[TORCHRUN, "--standalone", "--nproc_per_node", str(NPROC), *train, "--out", out]]
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [[TORCHRUN, "--nnodes", str(NODES), "--node_rank", str(n), "--nproc_per_node", "1", "--master_addr",
+             "127.0.0.1", "--master_port", str(port), *train, "--out", node_out(out, n)] for n in range(NODES)]
+
+
+class Job:
+    """The launchers of one start, one per node; `pid` and `send_signal` are node 0's, as for one launcher."""
+
+    def __init__(self, procs: list[subprocess.Popen]):
+        self.procs = procs
+        self.pid = procs[0].pid
+
+    def poll(self) -> int | None:
+        codes = [p.poll() for p in self.procs]
+        return None if None in codes else next((c for c in codes if c), 0)
+
+    def send_signal(self, sig: int) -> None:  # a scheduler's stop reaches every node's launcher
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        t0 = time.monotonic()
+        for p in self.procs:
+            p.wait(timeout=max(timeout - (time.monotonic() - t0), 0.1))
+        return self.poll()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.poll()
 
 
 def descendants(pid: int) -> list[int]:
@@ -97,11 +141,13 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def kill_job(proc: subprocess.Popen) -> None:
-    """SIGKILL every process of the job, as a node loss would: stop the tree first so nothing new is spawned."""
-    tree = descendants(proc.pid)
+def kill_job(job: "Job", nodes: list[int] | None = None) -> None:
+    """SIGKILL every process of the job (or of `nodes` only), as losing its nodes would: stop each tree first so
+    nothing new is spawned."""
+    roots = [q.pid for i, q in enumerate(job.procs) if nodes is None or i in nodes]
+    tree = [q for r in roots for q in descendants(r)]
     for sig in (signal.SIGSTOP, signal.SIGKILL):
-        for p in tree + [q for q in descendants(proc.pid) if q not in tree]:
+        for p in tree + [q for r in roots for q in descendants(r) if q not in tree]:
             try:
                 os.kill(p, sig)
             except ProcessLookupError:
@@ -114,24 +160,28 @@ def markers(folder: str, kind: str) -> int:
 
 SIGNALS = ("SIGTERM", "SIGKILL", "SIGTERM-rank", "SIGKILL-rank", "SIGTERM-twice", "SIGTERM-then-SIGKILL",
            "SIGKILL-launcher")
+# Two nodes: the launcher-alone kill is a one-node case (node 1's launcher holds no lease); SIGKILL-node loses node 1
+# (its launcher and rank) while node 0 goes on until its collectives fail.
+SIGNALS_2NODES = tuple(s for s in SIGNALS if s != "SIGKILL-launcher") + ("SIGKILL-node",)
 ORPHANS: list[int] = []  # ranks left running by a launcher killed alone (SIGKILL-launcher)
 
 
-def rank_pid(proc: subprocess.Popen, rank: int) -> int | None:
-    """The process of `rank` (a child of the launcher whose RANK is `rank`), or None before it exists."""
-    for q in descendants(proc.pid):
-        try:
-            with open(f"/proc/{q}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            env = open(f"/proc/{q}/environ", "rb").read().split(b"\0")
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == proc.pid and f"RANK={rank}".encode() in env:
-            return q
+def rank_pid(job: Job, rank: int) -> int | None:
+    """The process of `rank` (a child of a launcher whose RANK is `rank`), or None before it exists."""
+    for launcher in job.procs:
+        for q in descendants(launcher.pid):
+            try:
+                with open(f"/proc/{q}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                env = open(f"/proc/{q}/environ", "rb").read().split(b"\0")
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == launcher.pid and f"RANK={rank}".encode() in env:
+                return q
     return None
 
 
-def deliver(proc: subprocess.Popen, sig: str, marks: str) -> bool:
+def deliver(proc: Job, sig: str, marks: str) -> bool:
     """Send one fault: SIGTERM to the launcher (once, or twice 0.3 s apart), SIGKILL to the whole job, SIGTERM to
     the last rank's process group or SIGKILL to that rank alone, or SIGTERM and then SIGKILL to the whole job as
     soon as the stop path's checkpoint write is inside (its temp file written, not yet renamed). False when the
@@ -149,6 +199,8 @@ def deliver(proc: subprocess.Popen, sig: str, marks: str) -> bool:
             kill_job(proc)
     elif sig == "SIGKILL":
         kill_job(proc)
+    elif sig == "SIGKILL-node":
+        kill_job(proc, nodes=[NODES - 1])
     elif sig == "SIGKILL-launcher":  # the launcher alone: its ranks go on, as after a scheduler's kill of one process
         ORPHANS[:] = [q for q in descendants(proc.pid) if q != proc.pid]
         os.kill(proc.pid, signal.SIGKILL)
@@ -166,35 +218,40 @@ def deliver(proc: subprocess.Popen, sig: str, marks: str) -> bool:
     return True
 
 
-def attempt(cmd: list[str], env: dict, fault: tuple[str, str, float] | None, log_path: str,
+def attempt(cmds: list[list[str]], env: dict, fault: tuple[str, str, float] | None, log_path: str,
             timeout: float) -> tuple[int, bool, str]:
     """Run the command once, delivering `fault` = (signal kind, moment kind, target) if the run gets that far.
     Returns (exit status, fault delivered, output)."""
     marks = env["TRASHSEG_CHAOS_DIR"]
     shutil.rmtree(marks, ignore_errors=True)
     os.makedirs(marks)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        t0, delivered = time.monotonic(), False
-        try:
-            while fault and proc.poll() is None and time.monotonic() - t0 < timeout:
-                sig, kind, target = fault
-                if kind == "time":
-                    hit = time.monotonic() - t0 >= target
-                else:
-                    hit = markers(marks, "step" if kind == "final" else kind) >= target
-                    if hit and kind == "step":
-                        time.sleep(random.Random(target).uniform(0, 0.5))  # inside the next step / data loading
-                if hit and deliver(proc, sig, marks):
-                    delivered = True
-                    break
-                time.sleep(0.02)
-            proc.wait(timeout=max(timeout - (time.monotonic() - t0), 1))
-        except subprocess.TimeoutExpired:
-            kill_job(proc)
-            proc.wait()
-            return -999, delivered, open(log_path).read()
-    return proc.returncode, delivered, open(log_path).read()
+    logs = [log_path] + [f"{log_path}.node{n}" for n in range(1, len(cmds))]
+    files = [open(path, "w") for path in logs]
+    proc = Job([subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+                for cmd, f in zip(cmds, files)])
+    t0, delivered = time.monotonic(), False
+    try:
+        while fault and proc.poll() is None and time.monotonic() - t0 < timeout:
+            sig, kind, target = fault
+            if kind == "time":
+                hit = time.monotonic() - t0 >= target
+            else:
+                hit = markers(marks, "step" if kind == "final" else kind) >= target
+                if hit and kind == "step":
+                    time.sleep(random.Random(target).uniform(0, 0.5))  # inside the next step / data loading
+            if hit and deliver(proc, sig, marks):
+                delivered = True
+                break
+            time.sleep(0.02)
+        proc.wait(timeout=max(timeout - (time.monotonic() - t0), 1))
+    except subprocess.TimeoutExpired:
+        kill_job(proc)
+        proc.wait(60)
+        return -999, delivered, "".join(open(path).read() for path in logs)
+    finally:
+        for f in files:
+            f.close()
+    return proc.returncode, delivered, "".join(open(path).read() for path in logs)  # node 0's log first
 
 
 def clean_stop(output: str) -> str:
@@ -251,12 +308,12 @@ def choose_fault(rng: random.Random) -> tuple[str, str, float]:
     target = {"time": rng.uniform(1.0, 25.0), "step": rng.randint(1, NPROC * ITERS - 2),
               "val": rng.randint(1, NPROC), "save": rng.randint(1, 3),
               "final": NPROC * (ITERS - 1) + 1}[kind]  # inside the final step and its saves
-    return rng.choice(SIGNALS), kind, target
+    return rng.choice(SIGNALS if NODES == 1 else SIGNALS_2NODES), kind, target
 
 
 def parse_fault(text: str) -> tuple[str, str, float]:
     sig, kind, target = text.split(":")
-    assert sig in SIGNALS and kind in MOMENTS + ("cleanup",), text
+    assert sig in (SIGNALS if NODES == 1 else SIGNALS_2NODES) and kind in MOMENTS + ("cleanup",), text
     return sig, kind, float(target)
 
 
@@ -266,10 +323,10 @@ def trial(seed: int, demo: str, work: str, reference: dict, pause: float, timeou
     import torch
     rng = random.Random(seed)
     out = os.path.join(work, f"trial{seed}")
-    shutil.rmtree(out, ignore_errors=True)
+    for n in range(NODES):
+        shutil.rmtree(node_out(out, n), ignore_errors=True)
     marks = os.path.join(work, f"marks{seed}")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRASHSEG_CHAOS_DIR": marks, "TRASHSEG_CHAOS_PAUSE": str(pause)}
-    cmd = command(demo, out)
     forced = forced or (CLEANUP if seed % 10 == 9 else None)
     n_faults = len(forced) if forced else rng.choice([1, 2])
     delivered, survived, notes, lost = 0, 0, [], {}
@@ -283,7 +340,7 @@ def trial(seed: int, demo: str, work: str, reference: dict, pause: float, timeou
         held = bool(orphans) and lease_pid(out) in orphans  # they had claimed --out before the launcher died
         if orphans:
             fault = None  # this start is judged on the lease alone: no fault of its own
-        rc, hit, output = attempt(cmd, env, fault, log, timeout)
+        rc, hit, output = attempt(command(demo, out), env, fault, log, timeout)
         if orphans:
             live = [q for q in orphans if os.path.exists(f"/proc/{q}")]
             refused = rc != 0 and "in use by a live job" in output
@@ -353,6 +410,10 @@ def trial(seed: int, demo: str, work: str, reference: dict, pause: float, timeou
     if best["best_miou"] != max(r["miou"] for r in rows if "miou" in r):
         return delivered, survived, f"best.pt holds mIoU {best['best_miou']}, not the best logged", lost
     diff = differing(reference, state)
+    for n in range(1, NODES):  # a node-local folder holds rank 0's last.pt: losing node 0 loses nothing
+        copy = os.path.join(node_out(out, n), "last.pt")
+        if not os.path.isfile(copy) or differing(state, torch.load(copy, map_location="cpu", weights_only=True)):
+            return delivered, survived, f"node {n}'s {copy} is not node 0's last.pt", lost
     return delivered, survived, ((f"not bitwise identical ({diff}) after " + ", ".join(notes)) if diff else
                                  ("ok: " + ", ".join(notes) if notes else "ok: no fault landed")), lost
 
@@ -380,11 +441,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pause", type=float, default=1.0, help="TRASHSEG_CHAOS_PAUSE: seconds validation / writes hold")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one start may take")
     p.add_argument("--nproc", type=int, choices=[1, 2], default=NPROC, help="processes per job (CHAOS_NPROC)")
+    p.add_argument("--nodes", type=int, choices=[1, 2], default=NODES,
+                   help="2: two torchrun nodes of one rank each on this machine, each with its own --out "
+                        "(node-local disks; CHAOS_NODES); signals add SIGKILL-node (node 1 lost)")
     p.add_argument("--fault", action="append", default=None, metavar="SIGNAL:MOMENT:TARGET",
                    help="the faults of every trial, in order, instead of random ones (e.g. SIGTERM:step:10); "
-                        f"signals {', '.join(SIGNALS)}; moments {', '.join(MOMENTS)}, cleanup")
+                        f"signals {', '.join(SIGNALS)}, SIGKILL-node; moments {', '.join(MOMENTS)}, cleanup")
     a = p.parse_args(argv)
-    globals()["NPROC"] = a.nproc
+    globals()["NODES"] = a.nodes
+    globals()["NPROC"] = 2 if a.nodes == 2 else a.nproc
     import torch
     work = a.work or tempfile.mkdtemp(prefix="chaos_")
     os.makedirs(work, exist_ok=True)
@@ -394,9 +459,14 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(ref_out, ignore_errors=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("TRASHSEG_CHAOS_DIR", None)
-    r = subprocess.run(command(demo, ref_out), cwd=ROOT, env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        print(r.stdout[-3000:] + r.stderr[-3000:])
+    env.pop("TRASHSEG_CHAOS_BREAK", None)
+    env["TRASHSEG_CHAOS_DIR"] = os.path.join(work, "marks_reference")  # markers only: no pause, no fault
+    for n in range(NODES):
+        shutil.rmtree(node_out(ref_out, n), ignore_errors=True)
+    rc, _, output = attempt(command(demo, ref_out), {**env, "TRASHSEG_CHAOS_PAUSE": "0"}, None,
+                            os.path.join(work, "reference.log"), a.timeout)
+    if rc != 0:
+        print(output[-3000:])
         print("the uninterrupted reference run failed")
         return 1
     reference = torch.load(os.path.join(ref_out, "last.pt"), map_location="cpu", weights_only=True)
@@ -416,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(seed)
         print(f"trial {i + 1}/{a.trials} seed {seed}: {msg} ({time.monotonic() - t0:.0f} s)", flush=True)
     print(f"faults survived {survived}/{faults}, bitwise-identical {identical}/{a.trials}"
-          + (" (1 process)" if a.nproc == 1 else ""))
+          + (" (1 process)" if NPROC == 1 else " (2 nodes, node-local --out)" if NODES == 2 else ""))
     print("lost steps per fault: " + ("; ".join(f"{k} max {max(v)} (n={len(v)})" for k, v in sorted(lost_all.items()))
                                       or "none delivered"))
     if failed:

@@ -135,6 +135,20 @@ def test_chaos_two_process_torchrun_survives_sigterm_and_sigkill(tmp_path, trial
 
 @pytest.mark.slow
 @pytest.mark.heavy
+@pytest.mark.parametrize("fault", ["SIGKILL-node:step:8", "SIGTERM-rank:save:2"])
+def test_chaos_two_nodes_node_local_out(tmp_path, fault):
+    """bench.chaos --nodes 2: two torchrun nodes of one rank each, each with its own --out. Node 1 lost after a
+    step (its folder keeps rank 0's copies; the restart agrees on the newest checkpoint), and SIGTERM to node 1's rank
+    inside a checkpoint write: both end bitwise equal to the uninterrupted two-node run, node 1's last.pt too."""
+    r = subprocess.run([PY, "-m", "bench.chaos", "--nodes", "2", "--trials", "1", "--fault", fault, "--work",
+                        str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "faults survived 1/1, bitwise-identical 1/1 (2 nodes, node-local --out)" in r.stdout, r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("broken,expect", [
     ("older", r"the restart resumed iteration (\d+), the newest checkpoint written before it holds (\d+)"),
     ("data", r"not bitwise identical"),
