@@ -119,7 +119,7 @@ def set_up(args: argparse.Namespace) -> R.Run:
     run = R.Run(args, info, print if info.is_main else (lambda *a, **k: None))
     for note in R.pick_resume(run):
         run.log(f"--resume: {note}")
-    kept = R.settle_precision(args, info)
+    kept = R.settle_precision(args, info, run.resume_src)
     if kept:
         run.log(kept)
     try:

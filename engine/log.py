@@ -13,13 +13,17 @@ import numpy as np
 
 
 class MetricsLog:
-    """Appends one JSON object per line; on resume, drops records past the resumed iteration so curves stay clean."""
+    """Appends one JSON object per line; on resume, drops records past the resumed iteration so curves stay clean.
+    A resumed run whose folder has no log (a fresh node took over rank 0) starts from `restore`, the records the
+    resumed checkpoint carries."""
 
-    def __init__(self, path: str, resume_iter: int | None = None):
+    def __init__(self, path: str, resume_iter: int | None = None, restore: list[dict] | None = None):
         self.path = path
-        if resume_iter is not None and os.path.exists(path):
-            keep = [json.dumps(r) + "\n" for r in _records(path) if r.get("iter", 0) <= resume_iter]
-            atomic_write_text(path, "".join(keep))
+        if resume_iter is None:
+            return
+        recs = _records(path) if os.path.exists(path) else restore
+        if recs is not None:
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in recs if r.get("iter", 0) <= resume_iter))
 
     def write(self, rec: dict[str, Any]) -> None:
         with open(self.path, "a") as f:

@@ -2,8 +2,8 @@
 loading a resume state, and the one function that writes a checkpoint.
 
     run = Run(args, info, log)
-    settle_precision(args, info)        # --amp resolved once per run, kept on resume
     pick_resume(run)                    # collective: the newest checkpoint any rank reads, or a fresh start
+    settle_precision(args, info, run.resume_src)  # --amp resolved once per run, kept on resume
     claim(run)                          # the lease on --out; a new folder, a restart of this run's files, or exit 2
     state = load_resume(run)            # weights, optimiser, scaler, position; None on a fresh start
     restore_rng(run, state)             # every RNG, once the data loader exists
@@ -85,6 +85,8 @@ class Run:
     teacher: Any = None
     resume_src: int | None = None  # the rank whose checkpoint every rank resumes (None: each reads its own)
     writer: bool = False  # this rank writes checkpoints: rank 0, and each node's first rank when --out is node-local
+    node_copies: bool = False  # some rank writes a node-local copy: save() sends rank 0's metrics log along
+    resume_metrics: list | None = None  # the resumed checkpoint's metrics log, for a rank 0 whose folder has none
     pending_val: bool = False  # a stop skipped the validation due at start_iter: it runs before the next step
     lease: "Lease" = None  # rank 0's hold on --out
     write_job: dict | None = None  # the background checkpoint write in flight (save(background=True))
@@ -128,15 +130,21 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def settle_precision(args: argparse.Namespace, info: D.DistInfo) -> str | None:
+def settle_precision(args: argparse.Namespace, info: D.DistInfo, src: int | None = None) -> str | None:
     """Resolve --amp once per run into args.amp (training) and args.val_amp (validation), which args.json and every
     checkpoint record. Under --amp auto a resumed or restarted run keeps the precision it recorded, since a restart
     on a machine with another CPU must not change the run's precision silently; rank 0's resolution holds on every
-    rank, since nodes may have different CPUs. Returns the note to log when the recorded precision was kept."""
+    rank, since nodes may have different CPUs. The record is read by `src`, the rank whose checkpoint the run resumes
+    (pick_resume's run.resume_src; None: every rank's own, rank 0 reads), so a fresh rank-0 node keeps it too.
+    Returns the note to log when the recorded precision was kept."""
     train_amp, val_amp = run_precision(args.amp_request, info.device)
     note = None
+    src = 0 if src is None else src
+    rec = _recorded_args(args) if (args.amp_request == "auto" and info.rank == src) else None
+    if src != 0:
+        rec = D.broadcast(rec, src, info)
     if args.amp_request == "auto" and info.is_main:
-        rec = _recorded_args(args) or {}
+        rec = rec or {}
         kept = (rec.get("amp"), rec.get("val_amp"))
         if rec.get("amp_request") == "auto" and set(kept) <= {"bf16", "fp16", "none"} \
                 and kept != (train_amp, val_amp):
@@ -270,6 +278,7 @@ def claim(run: Run) -> None:
         if run.writer:
             os.makedirs(args.out, exist_ok=True)
             ckpt.remove_stale_temp(args.out)
+    run.node_copies = D.any_flag(run.writer, info)
 
 
 def _run_differences(args: argparse.Namespace) -> list[str] | None:
@@ -312,6 +321,7 @@ def load_resume(run: Run) -> dict | None:
             run.teacher.model.load_state_dict(run.raw.state_dict())
             run.log(f"note: {args.resume} holds no EMA teacher; it starts from the resumed weights")
     run.start_iter, run.best = state["iter"], state.get("best_miou", -1.0)
+    run.resume_metrics = state.get("metrics")
     run.pending_val = bool(state.get("pending_val"))
     # The data position is the samples the run has consumed, as recorded: recomputing it from this invocation's
     # batch size / process count / --grad-accum skipped or replayed data when any of them changed on resume.
@@ -420,13 +430,18 @@ def save(run: Run, names: str | list[str], it: int, pending_val: bool = False, b
     if info.enabled:
         rng_all = [None] * info.world_size
         torch.distributed.all_gather_object(rng_all, ckpt.rng_state())
+    # The metrics log up to `it` travels in the checkpoint, to every node-local copy too: a rank-0 node that
+    # replaces a lost one resumes with the whole log, not one that starts at the resumed iteration.
+    rows = run.metrics.read() if (info.is_main and run.metrics is not None) else None
+    if run.node_copies:
+        rows = D.broadcast(rows, 0, info)
     if info.is_main or run.writer:
         wait_saves(run)
         seen = run.start_sample + (it - run.start_iter) * run.global_batch * args.grad_accum
         state = {"model": run.raw.state_dict(), "model_name": args.model, "num_classes": args.num_classes,
                  "optimizer": run.opt.state_dict(), "scaler": run.scaler.state_dict(), "rng": rng_all,
                  "iter": it, "best_miou": run.best, "args": dict(vars(args)), "samples_seen": seen,
-                 "teacher": run.teacher.state_dict() if run.teacher is not None else None}
+                 "teacher": run.teacher.state_dict() if run.teacher is not None else None, "metrics": rows}
         if pending_val:
             state["pending_val"] = True
         paths = [os.path.join(args.out, n) for n in names]
@@ -481,7 +496,8 @@ def start_log(run: Run) -> None:
     """args.json, the metrics log (cut back to the resumed iteration) and the run's one-line summary."""
     args, info = run.args, run.info
     write_args(run)
-    run.metrics = MetricsLog(os.path.join(args.out, "metrics.jsonl"), resume_iter=run.start_iter)
+    run.metrics = MetricsLog(os.path.join(args.out, "metrics.jsonl"), resume_iter=run.start_iter,
+                             restore=run.resume_metrics if info.is_main else None)
     nparam = sum(p.numel() for p in run.raw.parameters())
     train_set, val_set = run.train_set, run.val_set
     run.log(f"{args.model}: {nparam / 1e6:.1f} M params | {len(train_set)} train, "

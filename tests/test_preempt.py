@@ -397,6 +397,11 @@ def test_two_nodes_with_node_local_out_resume_one_state(demo, tmp_path):
     assert "resuming iteration 3 from rank 1's" in r[0][1], r[0][1][-2000:]
     _same_state(_load(tmp_path / "ref0" / "last.pt"), _load(a / "last.pt"))
     _same_state(_load(tmp_path / "ref0" / "last.pt"), _load(b / "last.pt"))
+    # the fresh node's metrics log is the whole run's (from the checkpoint node 1 sent), not one starting at 3
+    steps = [[(r["iter"], r["loss"]) for r in map(json.loads, open(d / "metrics.jsonl")) if "loss" in r]
+             for d in (tmp_path / "ref0", a)]
+    assert steps[0] == steps[1] and [i for i, _ in steps[1]] == [1, 2, 3, 4], steps
+    assert json.load(open(a / "args.json"))["amp"] == _load(a / "last.pt")["args"]["amp"]
 
     # copies of one iteration that differ: refused, naming both ranks' hosts
     state = _load(b / "last.pt")
