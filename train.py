@@ -252,8 +252,9 @@ def train_step(run: R.Run, it: int, data_iter: Iterator[dict]) -> tuple[float, f
         x = run.raw.normalize(img)
         if pool is not None:  # strong views after the labelled images; targets: pseudo-labels or the teacher's
             pool = {k: v.to(dev, non_blocking=True) for k, v in pool.items() if k != "sizes"}
-            xs, pool_t, count, _ = semi.pool_batch(pool, run.teacher, run.raw.normalize, args.semi_threshold)
-            x, pool = torch.cat([x, xs]), (pool_t, count)  # (B, 3, H, W)
+            xs, pool_t, count, _, w = semi.pool_batch(pool, run.teacher, run.raw.normalize, args.semi_threshold,
+                                                      args.semi_confidence)
+            x, pool = torch.cat([x, xs]), (pool_t, count, w)  # (B, 3, H, W)
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         sync_ctx = model.no_sync() if (info.enabled and micro < args.grad_accum - 1) else contextlib.nullcontext()

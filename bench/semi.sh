@@ -11,6 +11,8 @@
 #   C     the same pseudo-labels as a pool: strong views, half of every batch (--pseudo-json)
 #   D     C with ST++ stable-image selection (the stable half of the images, by A's earlier checkpoints)
 #   E     online: an EMA teacher labels the weak view of each unlabelled crop (--unlabelled-json)
+#   Ew    E with every pixel kept and each image weighted by its confident share (--semi-confidence weight,
+#         DAFormer); run only when named in ROWS (ROWS="Ew_s0 Ew_s1 Ew_s2")
 #
 #   make semi-table                                   # all arms, seeds 0-2 (21 runs: ~7 min each on 2 idle cores)
 #   OMP_NUM_THREADS=1 ROWS="A_s0 E_s0" bash bench/semi.sh   # these runs only: two lanes of disjoint rows side by side
@@ -71,6 +73,7 @@ for s in $SEEDS; do
   want "A_s$s" && train "A_s$s" "--seed $s"
   want "Aplus_s$s" && train "Aplus_s$s" "--seed $s --labelled-pool $SEMI"
   want "E_s$s" && train "E_s$s" "--seed $s --unlabelled-json extra.json $SEMI"
+  [[ " ${ROWS:-} " == *" Ew_s$s "* ]] && train "Ew_s$s" "--seed $s --unlabelled-json extra.json $SEMI --semi-confidence weight"
   if want "B_s$s" || want "C_s$s"; then labels "$EXP/labels_s$s" "$s" ""; fi
   want "B_s$s" && train "B_s$s" "--seed $s --train-json train.json $EXP/labels_s$s/pseudo.json"
   want "C_s$s" && train "C_s$s" "--seed $s --pseudo-json $EXP/labels_s$s/pseudo.json $SEMI"

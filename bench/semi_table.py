@@ -14,7 +14,8 @@ import sys
 ARMS = [("A", "labels only"), ("Aplus", "labels only, strong views + batch mix (--labelled-pool)"),
         ("B", "offline round: pseudo-labels mixed uniformly, student afresh"),
         ("C", "pseudo-labels as a pool: strong views, half of every batch"),
-        ("D", "C with ST++ stable-image selection"), ("E", "online EMA teacher (--unlabelled-json)")]
+        ("D", "C with ST++ stable-image selection"), ("E", "online EMA teacher (--unlabelled-json)"),
+        ("Ew", "E, images weighted by confidence (--semi-confidence weight)")]
 MARGIN = 0.03
 
 

@@ -7,7 +7,10 @@ pseudo_label.py) or online (unlabelled images labelled on the fly by an EMA teac
 Every batch holds exactly round(batch × share) pool images and the rest labelled ones (two samplers, not a weighted
 draw from the union: FixMatch / UniMatch draw equal labelled and unlabelled batches, ST++ repeats the labelled list to
 about 1:1). The pool's images are the strong views of their crops (data/semi.py); online, the teacher labels the
-weak view of the same crop and pixels below --semi-threshold are ignored (FixMatch / UniMatch: 0.95). The teacher is
+weak view of the same crop and pixels below --semi-threshold are ignored (FixMatch / UniMatch: 0.95), or, with
+--semi-confidence weight, every pixel keeps the teacher's label and each image's loss is weighted by its share of
+pixels above the threshold (DAFormer's quality estimate: a rare class the teacher is unsure of is down-weighted
+with its image, not erased pixel by pixel). The teacher is
 an exponential moving average of the student (mean teacher), identical on every rank because the students are, and
 saved in every checkpoint with the pool's data position, so resume stays exact.
 """
@@ -39,6 +42,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--semi-weight", type=float, default=1.0, help="weight of the pool's loss")
     g.add_argument("--semi-threshold", type=float, default=0.95,
                    help="online: the teacher's pixels below this confidence are ignored")
+    g.add_argument("--semi-confidence", choices=["drop", "weight"], default="drop",
+                   help="online: drop the teacher's pixels below --semi-threshold (FixMatch / UniMatch), or keep every "
+                        "pixel and weight each image's cross-entropy by its share of pixels above it (DAFormer)")
     g.add_argument("--ema-momentum", type=float, default=0.99,
                    help="online: teacher = m * teacher + (1 - m) * student after every step (ramped up from 0)")
     for k, v in STRONG_DEFAULTS.items():
@@ -91,30 +97,42 @@ class EMATeacher:
 
 
 @torch.no_grad()
-def teacher_targets(teacher: torch.nn.Module, weak: torch.Tensor, ignore: torch.Tensor, threshold: float):
-    """The teacher's labels for the weak views (B, 3, H, W), normalised: argmax where its softmax confidence reaches
-    `threshold` and `ignore` (B, H, W: padding, CutOut) is False, else 255; and the share of pixels kept."""
+def teacher_targets(teacher: torch.nn.Module, weak: torch.Tensor, ignore: torch.Tensor, threshold: float,
+                    mode: str = "drop"):
+    """The teacher's labels for the weak views (B, 3, H, W), normalised: its argmax, 255 where `ignore` (B, H, W:
+    padding, CutOut) and, in "drop" mode, where its softmax confidence is below `threshold`; the share of pixels with
+    a label; and each image's quality (B,): the share of its non-ignored pixels whose confidence reaches it."""
     out = teacher(weak)
     logits = out[0] if isinstance(out, tuple) else out  # (B, C, H, W): the decode head's
     conf, label = logits.float().softmax(1).max(1)  # (B, H, W) each
-    drop = (conf < threshold) | ignore
-    return label.masked_fill(drop, IGNORE_INDEX), float((~drop).float().mean())
+    sure = (conf >= threshold) & ~ignore  # (B, H, W)
+    quality = sure.flatten(1).sum(1) / (~ignore).flatten(1).sum(1).clamp(min=1)  # (B,)
+    drop = ~sure | ignore if mode == "drop" else ignore
+    return label.masked_fill(drop, IGNORE_INDEX), float((~drop).float().mean()), quality
 
 
-def pool_batch(batch: dict, teacher: EMATeacher | None, normalize, threshold: float):
+def pool_batch(batch: dict, teacher: EMATeacher | None, normalize, threshold: float, mode: str = "drop"):
     """The pool part of a step: (student input (B, 3, H, W) normalised, targets (B, H, W) int64, the loss's pixel
-    count, the share of pixels with a target). Offline the targets are the pseudo-labels and the count is theirs,
-    as for labels; online they are the teacher's confident labels of the weak view, and the count is every pixel
-    of the images (not padding, not CutOut), so that a step with few confident pixels weighs little (UniMatch).
-    CutMix then pastes each sample's box from its neighbour in the batch, image and target alike."""
+    count, the share of pixels with a target, per-pixel loss weights (B, H, W) or None). Offline the targets are
+    the pseudo-labels and the count is theirs, as for labels; online they are the teacher's labels of the weak
+    view (confident ones only in "drop" mode), and the count is every pixel of the images (not padding, not
+    CutOut), so that a step with few confident pixels weighs little (UniMatch). In "weight" mode each pixel's
+    weight is its image's quality (teacher_targets). CutMix then pastes each sample's box from its neighbour in the
+    batch: image, target and weight alike."""
     strong = normalize(batch["strong"])  # (B, 3, H, W) float
     target = batch["mask"]  # (B, H, W) int64: pseudo-labels, or 0 / 255 (valid / ignored) online
     valid = target != IGNORE_INDEX  # (B, H, W)
+    weight = None
     if teacher is not None:
-        target, _ = teacher_targets(teacher.model, normalize(batch["image"]), ~valid, threshold)
-    strong, target, valid = cutmix_batch(batch["cutmix"], strong, target, valid)
+        target, _, quality = teacher_targets(teacher.model, normalize(batch["image"]), ~valid, threshold, mode)
+        if mode == "weight":
+            weight = quality[:, None, None].expand_as(valid).contiguous()  # (B, H, W)
+    if weight is None:
+        strong, target, valid = cutmix_batch(batch["cutmix"], strong, target, valid)
+    else:
+        strong, target, valid, weight = cutmix_batch(batch["cutmix"], strong, target, valid, weight)
     count = (valid if teacher is not None else target != IGNORE_INDEX).sum().clamp(min=1)
-    return strong, target, count, float((target != IGNORE_INDEX).float().mean())
+    return strong, target, count, float((target != IGNORE_INDEX).float().mean()), weight
 
 
 POOL_SEED = 7919  # the pool's streams (order, augmentation) differ from the labelled images' even for one file
@@ -142,7 +160,9 @@ def build_pool(run) -> None:
     kind = "pseudo-labelled" if args.pseudo_json else "unlabelled" if args.unlabelled_json else "labelled"
     run.log(f"semi-supervised: {len(run.pool_set)} {kind} "
             f"images, {npool} of every {args.batch_size} per rank from them (strong views"
-            + (f"; EMA teacher m={args.ema_momentum}, threshold {args.semi_threshold})" if args.unlabelled_json
+            + (f"; EMA teacher m={args.ema_momentum}, threshold {args.semi_threshold}"
+               f"{', images weighted by confidence' if args.semi_confidence == 'weight' else ''})"
+               if args.unlabelled_json
                else ")"))
 
 
@@ -168,15 +188,29 @@ def pool_loader(run, build_loader, start: int):
                         workers=args.workers, rank=info.rank, world_size=info.world_size, start_sample=start)
 
 
+def weighted_ce(logits: torch.Tensor, target: torch.Tensor, pixel_weight: torch.Tensor,
+                count: torch.Tensor) -> torch.Tensor:
+    """sum(pixel_weight x cross-entropy) / count over the pixels whose target is not 255 (DAFormer's weighted loss;
+    the class weights and loss terms of --loss apply to the labelled images only)."""
+    ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")  # (B, H, W)
+    return (ce * pixel_weight).sum() / count
+
+
 def losses(criterion, logits: torch.Tensor, aux: torch.Tensor, target: torch.Tensor, pool=None,
            weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(decode head, auxiliary head) losses of a batch whose first target.shape[0] samples are labelled and the rest,
-    if `pool` = (targets, pixel count) is given, the pool's, weighted by `weight`."""
+    if `pool` = (targets, pixel count, per-pixel weights or None) is given, the pool's, weighted by `weight`."""
     n = target.shape[0]
     kept = (target != IGNORE_INDEX).sum().clamp(min=1)  # one count for both heads
     if pool is None:
         return criterion.main(logits.float(), target, kept), criterion.aux(aux.float(), target, kept)
-    pt, count = pool
-    main = criterion.main(logits[:n].float(), target, kept) + weight * criterion.main(logits[n:].float(), pt, count)
-    aux_loss = criterion.aux(aux[:n].float(), target, kept) + weight * criterion.aux(aux[n:].float(), pt, count)
+    pt, count, pixel_weight = pool
+    if pixel_weight is None:
+        pool_main = criterion.main(logits[n:].float(), pt, count)
+        pool_aux = criterion.aux(aux[n:].float(), pt, count)
+    else:
+        pool_main = weighted_ce(logits[n:].float(), pt, pixel_weight, count)
+        pool_aux = weighted_ce(aux[n:].float(), pt, pixel_weight, count)
+    main = criterion.main(logits[:n].float(), target, kept) + weight * pool_main
+    aux_loss = criterion.aux(aux[:n].float(), target, kept) + weight * pool_aux
     return main, aux_loss

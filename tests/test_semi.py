@@ -154,8 +154,40 @@ def test_teacher_targets_threshold_and_ignore():
             logits[0, 0, 0, 2] = 10.0  # confident, but ignored
             return logits
     ignore = torch.tensor([[[False, False, True]]])
-    t, kept = teacher_targets(Fixed(), torch.zeros(1, 3, 1, 3), ignore, 0.9)
+    t, kept, quality = teacher_targets(Fixed(), torch.zeros(1, 3, 1, 3), ignore, 0.9)
     assert t.tolist() == [[[2, IGNORE_INDEX, IGNORE_INDEX]]] and kept == pytest.approx(1 / 3)
+    assert quality.tolist() == [0.5]  # one confident pixel of the two not ignored
+    # --semi-confidence weight: the unsure pixel keeps its argmax; the image's quality is the same
+    t, kept, quality = teacher_targets(Fixed(), torch.zeros(1, 3, 1, 3), ignore, 0.9, "weight")
+    assert t.tolist() == [[[2, 1, IGNORE_INDEX]]] and kept == pytest.approx(2 / 3) and quality.tolist() == [0.5]
+
+
+def test_confidence_weighted_pool_loss_by_hand():
+    """--semi-confidence weight: each pool image's pixels carry its quality (pasted along by CutMix) and the pool's
+    loss is sum(weight x CE) / pixel count, computed here by hand."""
+    import math
+    from engine.semi import losses, pool_batch
+
+    class Teacher(torch.nn.Module):  # confident (softmax ~1 on class 0) where the input is 1, uniform where it is 0
+        def forward(self, x):
+            return torch.cat([20 * x[:, :1], torch.zeros_like(x[:, :2])], 1)  # (B, 3, H, W)
+    teacher = type("T", (), {"model": Teacher()})()
+    img = torch.zeros(2, 3, 1, 2)
+    img[0] = 1.0  # image 0: every pixel confident; image 1: none
+    box = torch.tensor([[[False, True]], [[False, False]]])  # image 0's right pixel comes from image 1
+    batch = {"strong": img, "image": img, "mask": torch.zeros(2, 1, 2, dtype=torch.long), "cutmix": box}
+    strong, target, count, share, w = pool_batch(batch, teacher, lambda x: x, 0.9, "weight")
+    assert w.tolist() == [[[1.0, 0.0]], [[0.0, 0.0]]] and int(count) == 4 and share == 1.0
+    assert target.tolist() == [[[0, 0]], [[0, 0]]]  # argmax 0 everywhere (ties in image 1 go to class 0)
+    logits = torch.zeros(3, 3, 1, 2)  # one labelled image, then the two pool images
+    logits[1, 0, 0, 0] = 2.0  # pool image 0, left pixel: p(class 0) = e^2 / (e^2 + 2)
+    crit = type("C", (), {"main": staticmethod(lambda lg, t, k: lg.sum() * 0),
+                          "aux": staticmethod(lambda lg, t, k: lg.sum() * 0)})()
+    main, aux = losses(crit, logits, logits, torch.zeros(1, 1, 2, dtype=torch.long), (target, count, w), 0.5)
+    ce_left = -math.log(math.exp(2) / (math.exp(2) + 2))  # the only pixel with weight 1
+    assert float(main) == pytest.approx(0.5 * ce_left / 4) and float(aux) == pytest.approx(0.5 * ce_left / 4)
+    _, _, _, _, w_drop = pool_batch(batch, teacher, lambda x: x, 0.9, "drop")
+    assert w_drop is None
 
 
 def test_batch_split_is_exact_and_resumes():
@@ -211,6 +243,20 @@ def test_online_teacher_trains_and_resumes_bitwise(demo, tmp_path):
     assert a["teacher"]["step"] == b["teacher"]["step"] == 4
     assert all(torch.equal(a["teacher"]["model"][k], b["teacher"]["model"][k]) for k in a["teacher"]["model"])
     assert any(not torch.equal(a["teacher"]["model"][k], a["model"][k]) for k in a["model"])  # it lags the student
+
+
+@pytest.mark.heavy
+def test_online_confidence_weight_trains_and_changes_the_step(demo, tmp_path):
+    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the start (each image's
+    weight 0) the pool adds nothing, while the default mode at threshold 0 (every pixel kept) trains otherwise."""
+    flags = ["--iters", "2", "--unlabelled-json", "extra.json", "--ema-momentum", "0.5"]
+    r = _train(demo, tmp_path / "w", *flags, "--semi-confidence", "weight", "--semi-threshold", "1")
+    assert "images weighted by confidence" in r.stdout
+    _train(demo, tmp_path / "d", *flags, "--semi-threshold", "0")
+    _train(demo, tmp_path / "z", *flags, "--semi-weight", "0", "--semi-threshold", "0")
+    w, d, z = (torch.load(tmp_path / x / "last.pt", weights_only=True)["model"] for x in "wdz")
+    assert all(torch.equal(w[k], z[k]) for k in w)  # weight 0 on every image == no pool loss
+    assert any(not torch.equal(w[k], d[k]) for k in w)
 
 
 def test_offline_pool_and_refused_inputs(demo, tmp_path):
