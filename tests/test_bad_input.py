@@ -2,7 +2,8 @@
 lists, and the run goes on. Process-count edge cases: fewer validation images than ranks, output folders created
 under torchrun, progress counted once, no warnings from our code in a clean 2-process run.
 
-Corrupt images are met inside DataLoader workers (--workers 2), where the error used to become a 40-line traceback.
+Corrupt images are met inside DataLoader workers (--workers 2), where an error must still be one line, not a
+worker's traceback.
 """
 import json
 import os
@@ -169,8 +170,8 @@ def test_train_bad_inputs_exit_2_with_one_line(setup, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_fewer_val_images_no_hang_no_warnings(setup, tmp_path):
-    """One validation image for two ranks used to hang in validation (rank 1 never joined DDP's buffer broadcast);
-    a clean run printed a FutureWarning from the CPU SyncBN and DDP's grad-stride warning on every rank."""
+    """One validation image for two ranks: rank 1, with no image, must still join DDP's buffer broadcast (or both hang);
+    and a clean run prints no warning (the CPU SyncBN's FutureWarning, DDP's grad-stride warning) on any rank."""
     demo, ck, bad, _ = setup
     val = json.load(open(os.path.join(demo, "val.json")))
     keep = {val["images"][0]["id"]}

@@ -93,7 +93,7 @@ def _nonfinite_view(B, C, h, w, dtype=torch.float32):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=gpu)])
 def test_tta_same_size_views_copy_nonfinite(device, isa):
     """A view already at the output size (in H, in W or both) is copied as F.interpolate copies it: a non-finite
-    logit stays at its pixel (it used to reach its neighbours through a weight-0 tap: 0 * inf = NaN), and -inf gives
+    logit stays at its pixel (a weight-0 tap must not carry it to its neighbours: 0 * inf = NaN), and -inf gives
     probability exactly 0 (it gave 8e-39 on the CPU)."""
     H, W = 6, 5
     for h, w in ((H, W), (H, 9), (4, W), (4, 3)):
@@ -207,7 +207,7 @@ def test_check_errors_waits_for_every_stream(monkeypatch):
 def test_cuda_ops_on_a_side_stream():
     """The kernels launch on the current stream (here a side stream), give the reference's results there, and an
     error recorded on the side stream is seen by check_errors() called from the default stream while the side
-    stream is still busy (it used to read the buffer on the current stream only, before the kernel had run)."""
+    stream is still busy (the buffer must be read on the stream the kernel ran on, after it has run)."""
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 11, 64, 64, generator=g)
     t = torch.randint(0, 11, (2, 64, 64), generator=g)

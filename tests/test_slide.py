@@ -162,7 +162,7 @@ def test_slide_logits_matches_plain_loop():
 
 def test_small_inputs_are_padded_and_cropped():
     """A view under 32 px runs padded bottom/right with 0 and comes back at its own size; the backbone that needs
-    32 px (ConvNeXt) no longer fails."""
+    32 px (ConvNeXt) runs on any size."""
     import models
     from engine.predict import MIN_INPUT, forward_padded, predict_view
     m = models.build_model("upernet_convnext_demo", 11).eval()
