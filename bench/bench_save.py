@@ -26,7 +26,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import models  # noqa: E402
 from engine import checkpoint as ckpt  # noqa: E402
-from engine import run as R  # noqa: E402
 
 
 def main() -> None:
@@ -67,9 +66,9 @@ def main() -> None:
     base = steps(a.steps) if a.steps else 0.0
     t0 = time.perf_counter()
     job = {"error": None}
-    snap = R._host_copy(state)
+    snap = ckpt.host_copy(state)
     import threading
-    job["thread"] = threading.Thread(target=R._write, args=(snap, [path], a, job))
+    job["thread"] = threading.Thread(target=ckpt.save_and_prune, args=(snap, [path], out, a.keep_ckpts, job))
     job["thread"].start()
     stall = time.perf_counter() - t0
     during = steps(a.steps) if a.steps else 0.0

@@ -159,3 +159,27 @@ def prune_periodic(out_dir: str, keep: int) -> None:
                    key=lambda p: int(re.findall(r"iter_(\d+)\.pt$", p)[0]))
     for p in files[:-keep] if keep > 0 else files:
         os.unlink(p)
+
+
+def host_copy(obj):
+    """obj with every tensor copied to host memory: what the step after this one changes in place stays as saved."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(host_copy(v) for v in obj)
+    return obj
+
+
+def save_and_prune(state: dict, paths: list[str], out_dir: str, keep: int, job: dict | None = None) -> None:
+    """atomic_save, then prune_periodic when one of `paths` is an iter_N.pt. For a background write (`job`, from
+    engine.run.save) an error is kept in job["error"] for the next wait to raise, not lost in the thread."""
+    try:
+        atomic_save(state, paths)
+        if any(os.path.basename(p).startswith("iter_") for p in paths):
+            prune_periodic(out_dir, keep)
+    except BaseException as e:
+        if job is None:
+            raise
+        job["error"] = e

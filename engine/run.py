@@ -446,34 +446,13 @@ def save(run: Run, names: str | list[str], it: int, pending_val: bool = False, b
             state["pending_val"] = True
         paths = [os.path.join(args.out, n) for n in names]
         if not background:
-            _write(state, paths, args)
+            ckpt.save_and_prune(state, paths, args.out, args.keep_ckpts)
             return
         run.write_job = {"error": None}
-        run.write_job["thread"] = threading.Thread(target=_write, args=(_host_copy(state), paths, args, run.write_job),
-                                                   name="checkpoint", daemon=False)
+        run.write_job["thread"] = threading.Thread(
+            target=ckpt.save_and_prune, args=(ckpt.host_copy(state), paths, args.out, args.keep_ckpts, run.write_job),
+            name="checkpoint", daemon=False)
         run.write_job["thread"].start()
-
-
-def _host_copy(obj):
-    """obj with every tensor copied to host memory: what the step after this one changes in place stays as saved."""
-    if torch.is_tensor(obj):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _host_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_host_copy(v) for v in obj)
-    return obj
-
-
-def _write(state: dict, paths: list[str], args: argparse.Namespace, job: dict | None = None) -> None:
-    try:
-        ckpt.atomic_save(state, paths)
-        if any(os.path.basename(p).startswith("iter_") for p in paths):
-            ckpt.prune_periodic(args.out, args.keep_ckpts)
-    except BaseException as e:
-        if job is None:
-            raise
-        job["error"] = e
 
 
 def wait_saves(run: Run) -> None:
