@@ -30,7 +30,8 @@ inside them. A trial fails when
         training had started, or a rank's exit code (engine.chaos.exit_code) other than 143 (0 if it finished);
     a restart resumes another iteration than the newest checkpoint written before the fault (a deterministic replay
         from an older one would still end bitwise equal: this is what sees lost work), or loses more steps than
-        allowed (SIGTERM kinds: none; SIGKILL kinds: at most --ckpt-interval);
+        allowed (SIGTERM kinds: none; SIGKILL kinds: at most --ckpt-interval, or twice that when a periodic write was
+        still in flight: it is written in the background and counts only once durable);
     the metrics log is not one record per step and per validation, best.pt does not hold the best logged mIoU, or
         the final last.pt (weights and optimizer state) differs from the uninterrupted run's.
 Prints one line per trial and
@@ -361,17 +362,20 @@ def trial(seed: int, demo: str, work: str, reference: dict, pause: float, timeou
             # They never claimed --out (the launcher died while they were still starting): this start is judged as
             # any other below, and the final bitwise comparison shows whether they wrote to the folder after all.
         if pending:  # the restart must continue from the newest checkpoint written before the fault
-            pf, saved, got = pending
+            pf, saved, got, in_flight = pending
             at = resumed_at(output)
             if at != saved:
                 return delivered, survived, (f"after {pf[0]}@{pf[1]} the restart resumed iteration {at}, the newest "
                                              f"checkpoint written before it holds {saved} ({where})"), lost
             steps = max(got - at, 0)
-            lost.setdefault(pf[0], []).append(steps)
-            limit = 0 if pf[0] in ("SIGTERM", "SIGTERM-rank", "SIGTERM-twice") else CKPT
+            lost.setdefault(pf[0] + (" (write in flight)" if in_flight else ""), []).append(steps)
+            # A kill while a periodic write is in flight (written in the background, durable only once renamed)
+            # also loses the steps since the checkpoint before it: at most one write runs at a time.
+            limit = 0 if pf[0] in ("SIGTERM", "SIGTERM-rank", "SIGTERM-twice") else CKPT * (2 if in_flight else 1)
             if steps > limit:
+                busy = ", a write in flight" if in_flight else ""
                 return delivered, survived, (f"{pf[0]}@{pf[1]} lost {steps} steps (at most {limit}; reached {got}, "
-                                             f"resumed {at}) ({where})"), lost
+                                             f"resumed {at}{busy}) ({where})"), lost
             pending = None
         codes = exit_codes(marks)
         started = reached(output) > resumed_at(output)
@@ -388,7 +392,7 @@ def trial(seed: int, demo: str, work: str, reference: dict, pause: float, timeou
             if bad:
                 return delivered, survived, f"{fault[0]} at {fault[1]} {fault[2]}: {bad} ({where})", lost
             survived += 1
-            pending = (fault, saved_iter(out), reached(output))
+            pending = (fault, saved_iter(out), reached(output), markers(marks, "saving") > markers(marks, "saved"))
             continue
         if rc != 0 or codes != [0] * NPROC:
             return delivered, survived, f"exit {rc} (ranks {codes}) without a fault ({where})", lost

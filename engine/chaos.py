@@ -6,6 +6,8 @@ can send its signal at a known moment rather than a guessed one:
     step   a training step has finished (train.py, every rank)
     val    inside validation, after the first batch (train.py, every rank; eval DataLoader workers alive)
     save   inside a checkpoint write: the temp file is written and fsync'ed, not yet renamed (engine.checkpoint)
+    saving, saved   a checkpoint write begins / is durable (renamed, folder fsync'ed): more of the first than of
+           the second at a fault means a write was in flight
     cleanup  a bare restart of a run killed before its first checkpoint is deleting that run's files: one is gone
            (engine.run.claim; args.json goes last)
 
@@ -27,15 +29,16 @@ DIR = os.environ.get("TRASHSEG_CHAOS_DIR", "")
 BREAK = os.environ.get("TRASHSEG_CHAOS_BREAK", "") if DIR else ""
 PAUSE = float(os.environ.get("TRASHSEG_CHAOS_PAUSE", "0") or 0)
 _seq = itertools.count()
+HOLD = ("val", "save", "cleanup")  # the points held open PAUSE seconds
 
 
 def point(kind: str) -> None:
-    """Mark that this process reached `kind` (step, val, save, cleanup); hold there PAUSE seconds except after steps."""
+    """Mark that this process reached `kind`; hold there PAUSE seconds at val, save and cleanup."""
     if not DIR:
         return
     with open(os.path.join(DIR, f"{kind}.{os.getpid()}.{next(_seq)}"), "w"):
         pass
-    if kind != "step" and PAUSE > 0:
+    if kind in HOLD and PAUSE > 0:
         time.sleep(PAUSE)
 
 

@@ -24,6 +24,7 @@ def atomic_save(obj: Any, path: str | list[str]) -> None:
     paths = [path] if isinstance(path, str) else list(path)
     folder = os.path.dirname(os.path.abspath(paths[0]))
     os.makedirs(folder, exist_ok=True)
+    chaos.point("saving")  # fault injection: a write has begun (and "saved" below: it is durable)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=folder)
     extra = []
     try:
@@ -44,6 +45,7 @@ def atomic_save(obj: Any, path: str | list[str]) -> None:
             publish(twin, p)
         publish(tmp, paths[-1])
         fsync_dir(folder)
+        chaos.point("saved")
     except BaseException:
         for t in [tmp] + extra:
             if os.path.exists(t):
