@@ -72,6 +72,7 @@ def _demo(demo_data, size=48):
     return data
 
 
+@pytest.mark.bf16_heavy
 def test_auto_inference_precision_against_fp32(tmp_path, cpu_bf16, demo_data):
     """infer.py --amp auto against the fp32 path (--amp none --winograd off) on the same model and images. Where the
     CPU has no native bf16, auto is fp32 (Winograd's ~1e-5 apart); where it has, auto is bf16, and the stated

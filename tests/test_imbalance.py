@@ -297,6 +297,7 @@ def test_demo_imbalance_draws_competition_proportions(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # make test keeps bitwise resume: test_train.py::test_resume_is_bitwise_exact
 def test_train_with_every_option_resumes_exactly(tmp_path, demo_data):
     """--balance + class weights + OHEM + all four losses train, log the rare-first IoU line, and resume bitwise."""
     data = demo_data(train=6, val=3, test=1, extra=1, size=64, seed=3, fresh=True)

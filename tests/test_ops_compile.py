@@ -34,6 +34,7 @@ def _steps():
     return metric, merge, stream
 
 
+@pytest.mark.heavy  # make test keeps a compiled step: test_compiled_view_step_and_validation_step_equal_eager
 @pytest.mark.parametrize("device", DEVICES)
 def test_compile_fullgraph_equals_eager(device):
     """fullgraph=True fails on any graph break (the first-call load, the error-buffer lock) and on an op without a

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ PY = sys.executable
 
 
 class _Rng:
-    """A generator whose draws are scripted: random() and uniform() return the next value; permutation keeps the
+    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
+    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
+    trains otherwise."""A generator whose draws are scripted: random() and uniform() return the next value; permutation keeps the
     order; integers() returns low (for the hand-computed cases)."""
 
     def __init__(self, values):
@@ -39,7 +42,9 @@ class _Rng:
 
 
 def test_color_jitter_steps_against_torchvision():
-    """Brightness, contrast and saturation factors as torchvision's functional ops compute them on float images
+    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
+    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
+    trains otherwise."""Brightness, contrast and saturation factors as torchvision's functional ops compute them on float images
     (the order fixed, hue 0): within one grey level of rounding."""
     import torchvision.transforms.v2.functional as TF
     rng0 = np.random.default_rng(0)
@@ -73,7 +78,9 @@ def test_strong_aug_cutout_grayscale_and_off():
 
 
 def _replay(seed):
-    """The generator as StrongAug(color=0, gray=1, ...) leaves it at its CutOut box: four probability draws."""
+    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
+    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
+    trains otherwise."""The generator as StrongAug(color=0, gray=1, ...) leaves it at its CutOut box: four probability draws."""
     rng = np.random.default_rng(seed)
     rng.random(), rng.random(), rng.random(), rng.random()  # color, gray, blur, cutout
     return rng
@@ -102,7 +109,9 @@ def test_cutmix_batch_pastes_from_the_next_sample():
 
 
 def test_pool_set_weak_view_is_the_labelled_augmentation(tmp_path, demo_data):
-    """The weak view is TrainSet's augmentation of the same key (the teacher sees what labelled images look like);
+    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
+    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
+    trains otherwise."""The weak view is TrainSet's augmentation of the same key (the teacher sees what labelled images look like);
     the strong view keeps its geometry; an unlabelled image's mask is 0 on the image and 255 on the padding."""
     from data.coco import CocoSegDataset
     from data.loader import TrainSet
@@ -163,7 +172,9 @@ def test_teacher_targets_threshold_and_ignore():
 
 
 def test_confidence_weighted_pool_loss_by_hand():
-    """--semi-confidence weight: each pool image's pixels carry its quality (pasted along by CutMix) and the pool's
+    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
+    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
+    trains otherwise."""--semi-confidence weight: each pool image's pixels carry its quality (pasted along by CutMix) and the pool's
     loss is sum(weight x CE) / pixel count, computed here by hand."""
     import math
     from engine.semi import losses, pool_batch
@@ -191,7 +202,9 @@ def test_confidence_weighted_pool_loss_by_hand():
 
 
 def test_batch_split_is_exact_and_resumes():
-    """Every batch holds exactly round(B x share) pool images; both streams resume at their own positions."""
+    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
+    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
+    trains otherwise."""Every batch holds exactly round(B x share) pool images; both streams resume at their own positions."""
     import argparse
     from engine.semi import batch_and_start, split_batch
 
@@ -229,7 +242,9 @@ def _train(demo, out, *extra, check=True):
 
 
 def test_online_teacher_trains_and_resumes_bitwise(demo, tmp_path):
-    """--unlabelled-json: 4 iterations straight against 2 + --resume 2 (teacher, pool position and every RNG in the
+    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
+    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
+    trains otherwise."""--unlabelled-json: 4 iterations straight against 2 + --resume 2 (teacher, pool position and every RNG in the
     checkpoint): the same weights and the same teacher, bit for bit. A teacher that labels everything (threshold 0)
     makes the pool's loss count."""
     flags = ["--unlabelled-json", "extra.json", "test.json", "--semi-threshold", "0", "--ema-momentum", "0.5"]
@@ -247,7 +262,9 @@ def test_online_teacher_trains_and_resumes_bitwise(demo, tmp_path):
 
 @pytest.mark.heavy
 def test_online_confidence_weight_trains_and_changes_the_step(demo, tmp_path):
-    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the start (each image's
+    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
+    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
+    trains otherwise."""--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the start (each image's
     weight 0) the pool adds nothing, while the default mode at threshold 0 (every pixel kept) trains otherwise."""
     flags = ["--iters", "2", "--unlabelled-json", "extra.json", "--ema-momentum", "0.5"]
     r = _train(demo, tmp_path / "w", *flags, "--semi-confidence", "weight", "--semi-threshold", "1")
@@ -260,23 +277,30 @@ def test_online_confidence_weight_trains_and_changes_the_step(demo, tmp_path):
 
 
 def test_offline_pool_and_refused_inputs(demo, tmp_path):
-    """--pseudo-json train.json (the labels-only control with strong views) trains; an unlabelled file as
+    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
+    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
+    trains otherwise."""--pseudo-json train.json (the labels-only control with strong views) trains; an unlabelled file as
     --pseudo-json, and a pool that holds validation images, exit 2 with one line naming the files."""
-    r = _train(demo, tmp_path / "ctl", "--iters", "2", "--pseudo-json", "train.json", "--semi-share", "0.5")
-    assert "semi-supervised: 4 pseudo-labelled images, 2 of every 4 per rank" in r.stdout
-    r = _train(demo, tmp_path / "bal", "--iters", "2", "--balance", "--unlabelled-json", "extra.json",
-               "--semi-threshold", "0")  # composes with rare-class sampling (labelled pool only) and Lovász
-    assert "rare-class sampling" in r.stdout and "semi-supervised: 4 unlabelled images" in r.stdout
-    r = _train(demo, tmp_path / "x", "--iters", "2", "--pseudo-json", "extra.json", check=False)
-    assert r.returncode == 2 and "--pseudo-json needs labels" in r.stderr.strip().splitlines()[-1]
-    r = _train(demo, tmp_path / "y", "--iters", "2", "--val-json", "val.json", "--unlabelled-json", "extra.json",
-               "val.json", check=False)
-    assert r.returncode == 2 and "also validation images" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
+    runs = [  # independent runs, two at a time
+        ("ctl", "--pseudo-json", "train.json", "--semi-share", "0.5"),
+        ("bal", "--balance", "--unlabelled-json", "extra.json", "--semi-threshold", "0"),  # with rare-class sampling
+        ("x", "--pseudo-json", "extra.json"),  # (labelled pool only) and Lovász; then two refused pools
+        ("y", "--val-json", "val.json", "--unlabelled-json", "extra.json", "val.json"),
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        ctl, bal, x, y = pool.map(lambda a: _train(demo, tmp_path / a[0], "--iters", "2", *a[1:], check=False), runs)
+    assert ctl.returncode == 0 and bal.returncode == 0, ctl.stderr[-2000:] + bal.stderr[-2000:]
+    assert "semi-supervised: 4 pseudo-labelled images, 2 of every 4 per rank" in ctl.stdout
+    assert "rare-class sampling" in bal.stdout and "semi-supervised: 4 unlabelled images" in bal.stdout
+    assert x.returncode == 2 and "--pseudo-json needs labels" in x.stderr.strip().splitlines()[-1]
+    assert y.returncode == 2 and "also validation images" in y.stderr.strip().splitlines()[-1], y.stderr[-2000:]
 
 
 @pytest.mark.heavy
 def test_make_semi_with_control(demo, tmp_path):
-    """make semi on a non-demo data root with the recipe in TRAIN_ARGS: UNLABELLED mixes a COCO file and a folder of
+    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
+    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
+    trains otherwise."""make semi on a non-demo data root with the recipe in TRAIN_ARGS: UNLABELLED mixes a COCO file and a folder of
     photos; the semi-supervised arm and its control share the recipe, seed and batch mix (the control's pool is its
     labelled set), and the last line sets one against the other. A folder holding validation images is refused."""
     photos = tmp_path / "photos"
@@ -313,7 +337,9 @@ def test_stability_by_hand():
 
 
 def test_pseudo_label_stable_selection(demo, tmp_path):
-    """pseudo_label.py --stable-ckpts: pseudo.json lists the --stable-share of images whose earlier checkpoints'
+    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
+    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
+    trains otherwise."""pseudo_label.py --stable-ckpts: pseudo.json lists the --stable-share of images whose earlier checkpoints'
     labels agree most with the final teacher's, stability computed here independently (numpy confusion)."""
     import models
     import pseudo_label
@@ -347,7 +373,9 @@ def test_pseudo_label_stable_selection(demo, tmp_path):
 
 
 def test_semi_table_by_hand(tmp_path):
-    """bench/semi_table.py on fake finished runs: means, ranges, paired differences and the bar, by hand."""
+    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
+    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
+    trains otherwise."""bench/semi_table.py on fake finished runs: means, ranges, paired differences and the bar, by hand."""
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     import semi_table
     fake = {"A": [0.60, 0.62, 0.58], "Aplus": [0.61, 0.63, 0.60], "E": [0.66, 0.65, 0.64], "C": [0.62, 0.64, 0.59]}

@@ -326,6 +326,7 @@ def test_make_cv_path(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # make test keeps SIGTERM: test_preempt.py's bitwise stop-and-resume and plain-run tests
 def test_sigterm_saves_and_exits_cleanly(demo, tmp_path):
     """Pre-emption: SIGTERM finishes the step, writes last.pt, exits 143 (a scheduler must see the run unfinished);
     --resume then completes the same run."""
