@@ -20,9 +20,7 @@ PY = sys.executable
 
 
 class _Rng:
-    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
-    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
-    trains otherwise."""A generator whose draws are scripted: random() and uniform() return the next value; permutation keeps the
+    """A generator whose draws are scripted: random() and uniform() return the next value; permutation keeps the
     order; integers() returns low (for the hand-computed cases)."""
 
     def __init__(self, values):
@@ -42,9 +40,7 @@ class _Rng:
 
 
 def test_color_jitter_steps_against_torchvision():
-    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
-    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
-    trains otherwise."""Brightness, contrast and saturation factors as torchvision's functional ops compute them on float images
+    """Brightness, contrast and saturation factors as torchvision's functional ops compute them on float images
     (the order fixed, hue 0): within one grey level of rounding."""
     import torchvision.transforms.v2.functional as TF
     rng0 = np.random.default_rng(0)
@@ -78,9 +74,7 @@ def test_strong_aug_cutout_grayscale_and_off():
 
 
 def _replay(seed):
-    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
-    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
-    trains otherwise."""The generator as StrongAug(color=0, gray=1, ...) leaves it at its CutOut box: four probability draws."""
+    """The generator as StrongAug(color=0, gray=1, ...) leaves it at its CutOut box: four probability draws."""
     rng = np.random.default_rng(seed)
     rng.random(), rng.random(), rng.random(), rng.random()  # color, gray, blur, cutout
     return rng
@@ -109,9 +103,7 @@ def test_cutmix_batch_pastes_from_the_next_sample():
 
 
 def test_pool_set_weak_view_is_the_labelled_augmentation(tmp_path, demo_data):
-    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
-    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
-    trains otherwise."""The weak view is TrainSet's augmentation of the same key (the teacher sees what labelled images look like);
+    """The weak view is TrainSet's augmentation of the same key (the teacher sees what labelled images look like);
     the strong view keeps its geometry; an unlabelled image's mask is 0 on the image and 255 on the padding."""
     from data.coco import CocoSegDataset
     from data.loader import TrainSet
@@ -172,9 +164,7 @@ def test_teacher_targets_threshold_and_ignore():
 
 
 def test_confidence_weighted_pool_loss_by_hand():
-    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
-    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
-    trains otherwise."""--semi-confidence weight: each pool image's pixels carry its quality (pasted along by CutMix) and the pool's
+    """--semi-confidence weight: each pool image's pixels carry its quality (pasted along by CutMix) and the pool's
     loss is sum(weight x CE) / pixel count, computed here by hand."""
     import math
     from engine.semi import losses, pool_batch
@@ -202,9 +192,7 @@ def test_confidence_weighted_pool_loss_by_hand():
 
 
 def test_batch_split_is_exact_and_resumes():
-    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
-    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
-    trains otherwise."""Every batch holds exactly round(B x share) pool images; both streams resume at their own positions."""
+    """Every batch holds exactly round(B x share) pool images; both streams resume at their own positions."""
     import argparse
     from engine.semi import batch_and_start, split_batch
 
@@ -242,9 +230,7 @@ def _train(demo, out, *extra, check=True):
 
 
 def test_online_teacher_trains_and_resumes_bitwise(demo, tmp_path):
-    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
-    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
-    trains otherwise."""--unlabelled-json: 4 iterations straight against 2 + --resume 2 (teacher, pool position and every RNG in the
+    """--unlabelled-json: 4 iterations straight against 2 + --resume 2 (teacher, pool position and every RNG in the
     checkpoint): the same weights and the same teacher, bit for bit. A teacher that labels everything (threshold 0)
     makes the pool's loss count."""
     flags = ["--unlabelled-json", "extra.json", "test.json", "--semi-threshold", "0", "--ema-momentum", "0.5"]
@@ -264,8 +250,7 @@ def test_online_teacher_trains_and_resumes_bitwise(demo, tmp_path):
 def test_online_confidence_weight_trains_and_changes_the_step(demo, tmp_path):
     """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
     start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
-    trains otherwise."""--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the start (each image's
-    weight 0) the pool adds nothing, while the default mode at threshold 0 (every pixel kept) trains otherwise."""
+    trains otherwise."""
     flags = ["--iters", "2", "--unlabelled-json", "extra.json", "--ema-momentum", "0.5"]
     r = _train(demo, tmp_path / "w", *flags, "--semi-confidence", "weight", "--semi-threshold", "1")
     assert "images weighted by confidence" in r.stdout
@@ -277,9 +262,7 @@ def test_online_confidence_weight_trains_and_changes_the_step(demo, tmp_path):
 
 
 def test_offline_pool_and_refused_inputs(demo, tmp_path):
-    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
-    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
-    trains otherwise."""--pseudo-json train.json (the labels-only control with strong views) trains; an unlabelled file as
+    """--pseudo-json train.json (the labels-only control with strong views) trains; an unlabelled file as
     --pseudo-json, and a pool that holds validation images, exit 2 with one line naming the files."""
     runs = [  # independent runs, two at a time
         ("ctl", "--pseudo-json", "train.json", "--semi-share", "0.5"),
@@ -298,9 +281,7 @@ def test_offline_pool_and_refused_inputs(demo, tmp_path):
 
 @pytest.mark.heavy
 def test_make_semi_with_control(demo, tmp_path):
-    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
-    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
-    trains otherwise."""make semi on a non-demo data root with the recipe in TRAIN_ARGS: UNLABELLED mixes a COCO file and a folder of
+    """make semi on a non-demo data root with the recipe in TRAIN_ARGS: UNLABELLED mixes a COCO file and a folder of
     photos; the semi-supervised arm and its control share the recipe, seed and batch mix (the control's pool is its
     labelled set), and the last line sets one against the other. A folder holding validation images is refused."""
     photos = tmp_path / "photos"
@@ -337,9 +318,7 @@ def test_stability_by_hand():
 
 
 def test_pseudo_label_stable_selection(demo, tmp_path):
-    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
-    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
-    trains otherwise."""pseudo_label.py --stable-ckpts: pseudo.json lists the --stable-share of images whose earlier checkpoints'
+    """pseudo_label.py --stable-ckpts: pseudo.json lists the --stable-share of images whose earlier checkpoints'
     labels agree most with the final teacher's, stability computed here independently (numpy confusion)."""
     import models
     import pseudo_label
@@ -373,9 +352,7 @@ def test_pseudo_label_stable_selection(demo, tmp_path):
 
 
 def test_semi_table_by_hand(tmp_path):
-    """--semi-confidence weight end to end: the log says so, and with threshold 1, which no pixel reaches at the
-    start (each image's weight 0), the pool adds nothing, while the default mode at threshold 0 (every pixel kept)
-    trains otherwise."""bench/semi_table.py on fake finished runs: means, ranges, paired differences and the bar, by hand."""
+    """bench/semi_table.py on fake finished runs: means, ranges, paired differences and the bar, by hand."""
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     import semi_table
     fake = {"A": [0.60, 0.62, 0.58], "Aplus": [0.61, 0.63, 0.60], "E": [0.66, 0.65, 0.64], "C": [0.62, 0.64, 0.59]}
