@@ -24,8 +24,3 @@ def install() -> None:
 def requested() -> int:
     """The signal that asked to stop (SIGTERM's number), or 0."""
     return _STATE["signal"]
-
-
-def request(signum: int = signal.SIGTERM) -> None:
-    """Ask the run to stop as SIGTERM would (a test's or an embedding program's stop); request(0) withdraws it."""
-    _STATE["signal"] = signum
