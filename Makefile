@@ -88,8 +88,10 @@ ext: $(STAMP)
 # make test: under 10 min on 2 CPU cores. make test-heavy: the tests marked heavy (CUDA compile-only check, real-size
 # parity with transformers/timm, torch.compile of the models, the fault-injection trials, the models.export package
 # compiled ahead of time); CI runs both.
+# Two pytest workers (pytest-xdist), each test file on one of them, one thread each: TEST_WORKERS=0 runs in-process.
+TEST_WORKERS ?= 2
 test: $(STAMP) ext
-	$(PY) -m pytest -q tests -m "not heavy"
+	$(PY) -m pytest -q tests -m "not heavy" $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 test-heavy: $(STAMP) ext
 	$(PY) -m pytest -q tests -m heavy

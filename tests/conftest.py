@@ -13,6 +13,12 @@ if ROOT not in sys.path:
 # sees fp32; the tests that take the `cpu_bf16` fixture run under both values on every machine.
 os.environ.setdefault("TRASHSEG_CPU_BF16", "0")
 
+# `make test` runs two pytest workers (pytest-xdist, one per core of a 2-core machine). Each worker, and every
+# subprocess it starts that does not set its own, computes on one thread, so the two never fight over the cores
+# (an oversubscribed run is slower than one worker alone). A plain `pytest` run keeps torch's default.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(params=["0", "1"], ids=["cpu_fp32", "cpu_bf16"])
 def cpu_bf16(request, monkeypatch):
@@ -27,6 +33,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "heavy: a minute or more of CPU (real-size parity, compiles, fault injection): "
                             "left out of `make test`, run by `make test-heavy` and CI")
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     config.addinivalue_line("markers", "bf16_heavy: the test's cpu_bf16 variant is heavy (its fp32 one stays in "
                             "`make test`)")
 
