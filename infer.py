@@ -31,7 +31,9 @@ from data.submission import (OrderedSubmission, SubmissionError, expected_ids, f
                              validate)
 from engine import dist as D
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
-from engine.predict import add_inference_args, apply_winograd, inference_settings, tta_accumulate, tta_views
+from engine.predict import (add_inference_args, apply_winograd, inference_settings, int8_model, tta_accumulate,
+                            tta_views)
+from models import quant
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -42,6 +44,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="submission CSV (default: next to the checkpoint); '' for none")
     add_inference_args(p)  # views, --mode, --batch-size, --workers, --amp, --compile, --winograd, --device
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--int8", action="store_true",
+                   help="CPU: int8 post-training quantization (needs torchao), calibrated on the first --int8-calib "
+                        "images of --json and compiled ahead of time for this CPU (minutes), then every view runs it")
+    p.add_argument("--int8-calib", type=int, default=32, metavar="N", help="--int8: images to calibrate on")
     p.add_argument("--save-probs", default=None, metavar="DIR", help="per-image class probabilities (.npz)")
     p.add_argument("--probs-size", type=int, default=256, help="side of saved probabilities; 0 = image size")
     p.add_argument("--probs-dtype", default="uint8", choices=["uint8", "float16"])
@@ -65,7 +71,17 @@ def report(name: str, res: dict) -> str:
 def main(args: argparse.Namespace) -> dict:
     info = D.init(args.device)
     dev = info.device
+    if args.int8 and args.amp == "auto":
+        args.amp = "none"  # int8 kernels, with fp32 between them: no autocast
     amp, mode = inference_settings(args, dev)
+    if args.int8:
+        why = ("the device is not the CPU" if dev.type != "cpu" else f"--amp {amp}: int8 runs without autocast"
+               if amp != "none" else "--compile: the int8 program is compiled already" if args.compile else
+               "--winograd on: the int8 program has its own convolutions" if args.winograd == "on" else
+               "--channels-last: the int8 program picks its own layouts" if args.channels_last else quant.available())
+        if why:
+            sys.exit(f"error: --int8: {why}")
+        args.winograd = "off"
     json_path = resolve_json(args.json, args.data_root)
     out = args.out if args.out is not None else os.path.join(os.path.dirname(os.path.abspath(args.ckpt)),
                                                              "submission.csv")
@@ -90,6 +106,8 @@ def main(args: argparse.Namespace) -> dict:
         clash = output_collisions(ds.image_ids, ext) if folder else None
         if clash:  # one file would silently hold the other image's result
             sys.exit(f"error: {json_path}: images {clash[0]!r} and {clash[1]!r} would share one file in {folder}")
+    if args.int8:
+        model = int8_model(model, ds, args.int8_calib)
     scales, flip = tta_views(args)
     nviews = len(scales) * (2 if flip else 1)
     C = model.num_classes

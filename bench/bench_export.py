@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python bench/bench_export.py                          # demo model and ConvNeXt-T, 512², batch 1
     OMP_NUM_THREADS=1 python bench/bench_export.py --models upernet_convnext_demo --iters 5
+    OMP_NUM_THREADS=1 python bench/bench_export.py --int8                   # + the int8 package (needs torchao)
 
 Per model (random weights, seed 0): compiles the package once (cached under .cache/bench_export/, keyed by model,
 ISA and torch version; --rebuild recompiles), then times, interleaved, one (512, 512, 3) uint8 image through
@@ -9,7 +10,9 @@ ISA and torch version; --rebuild recompiles), then times, interleaved, one (512,
   - infer.py's eager path: tta_accumulate (one view, no flip, fp32) and its fused argmax, with Winograd 3×3
     convolutions (infer.py's default on an fp32 CPU) and without them (--winograd off: the same arithmetic as the
     artifact, so the class maps are compared);
-and prints the medians, eager / artifact ratios, and the artifact's agreement with the eager class map.
+and prints the medians, eager / artifact ratios, and the artifact's agreement with the eager class map. With --int8
+also the int8 package (models.export --int8, calibrated on 8 random images: its speed is what this measures; its
+accuracy is measured on demo val with a trained model, README "int8").
 """
 from __future__ import annotations
 
@@ -44,12 +47,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def package_for(name: str, isa: str, rebuild: bool) -> str:
-    path = os.path.join(ROOT, ".cache", "bench_export", f"{name}_{isa}_torch{torch.__version__}.pt2")
+def package_for(name: str, isa: str, rebuild: bool, int8: bool = False) -> str:
+    path = os.path.join(ROOT, ".cache", "bench_export", f"{name}_{isa}{'_int8' if int8 else ''}_torch{torch.__version__}.pt2")
     if rebuild or not os.path.exists(path):
         torch.manual_seed(0)
         t = time.time()
-        write_aoti(models.build_model(name).eval(), path, isa=isa, log=lambda s: print(f"# {name}: {s}"))
+        g = torch.Generator().manual_seed(2)
+        calib = [torch.randint(0, 256, (256, 256, 3), dtype=torch.uint8, generator=g) for _ in range(8)] if int8 else None
+        write_aoti(models.build_model(name).eval(), path, isa=isa, log=lambda s: print(f"# {name}: {s}"), calib=calib)
         print(f"# {name}: package built in {time.time() - t:.0f} s", flush=True)
     return path
 
@@ -57,6 +62,7 @@ def package_for(name: str, isa: str, rebuild: bool) -> str:
 def bench_one(name: str, args: argparse.Namespace) -> dict:
     path = package_for(name, args.isa, args.rebuild)
     runner = torch._inductor.aoti_load_package(path)
+    runner8 = torch._inductor.aoti_load_package(package_for(name, args.isa, args.rebuild, True)) if args.int8 else None
     torch.manual_seed(0)
     eager = models.build_model(name).eval()  # the same weights the package was built from (seed 0)
     wino = copy.deepcopy(eager)
@@ -71,14 +77,21 @@ def bench_one(name: str, args: argparse.Namespace) -> dict:
     with torch.no_grad():
         lab_art, lab_eager = runner(img), infer_path(eager)
         agree = (lab_art.long() == lab_eager.long()).float().mean().item()
-        t = time_interleaved({"artifact": lambda: runner(img), "eager fp32": lambda: infer_path(eager),
-                              "eager fp32 + Winograd": lambda: infer_path(wino)}, args.iters, args.warmup)
+        arms = {"artifact": lambda: runner(img), "eager fp32": lambda: infer_path(eager),
+                "eager fp32 + Winograd": lambda: infer_path(wino)}
+        if runner8 is not None:
+            arms["artifact int8"] = lambda: runner8(img)
+        t = time_interleaved(arms, args.iters, args.warmup)
     meta = runner.get_metadata()
     for k, v in t.items():
         print(f"{name:24s} {k:24s} {v:8.3f} s/image", flush=True)
     print(f"{name:24s} eager / artifact: {t['eager fp32'] / t['artifact']:.2f}x (without Winograd), "
           f"{t['eager fp32 + Winograd'] / t['artifact']:.2f}x (infer.py's default); "
           f"class map agreement {agree:.4f}; package ISA {meta.get('trashseg_isa')}", flush=True)
+    if runner8 is not None:
+        print(f"{name:24s} int8 artifact: {t['eager fp32'] / t['artifact int8']:.2f}x eager fp32, "
+              f"{t['eager fp32 + Winograd'] / t['artifact int8']:.2f}x infer.py's default, "
+              f"{t['artifact'] / t['artifact int8']:.2f}x the fp32 artifact", flush=True)
     return t
 
 
@@ -90,6 +103,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--isa", default="auto", help="models.export --isa for the packages")
     p.add_argument("--rebuild", action="store_true", help="recompile the cached packages")
+    p.add_argument("--int8", action="store_true", help="also time the int8 package (models.export --int8)")
     return p
 
 

@@ -246,6 +246,29 @@ def apply_winograd(nets: Sequence[torch.nn.Module], args, device: torch.device, 
     return True
 
 
+def int8_model(model: torch.nn.Module, ds, n: int, log=print) -> torch.nn.Module:
+    """infer.py --int8: `model` quantized and compiled (models.quant.int8_segmentor), calibrated on the first n
+    readable images of `ds` at their own size (a side under MIN_INPUT padded as forward_padded pads it)."""
+    from data.coco.checks import DataError
+    from models.quant import int8_segmentor
+    calib = []
+    for i in range(len(ds)):
+        if len(calib) == n:
+            break
+        try:
+            img = torch.from_numpy(ds.load_image(i)).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
+        except DataError:  # unreadable: the loop skips or stops on it later, as without --int8
+            continue
+        x = model.normalize(img)
+        ph, pw = min_input_padding(*x.shape[-2:])
+        calib.append(F.pad(x, (0, pw, 0, ph)))  # (1, 3, max(H, 32), max(W, 32))
+    if not calib:
+        raise SystemExit("error: --int8: no readable image to calibrate on")
+    if D.is_main():
+        log(f"int8: quantizing {getattr(model, 'model_name', 'the model')} on {len(calib)} image(s), then compiling")
+    return int8_segmentor(model, calib, log=log if D.is_main() else (lambda _: None))
+
+
 def inference_settings(args, device: torch.device) -> tuple[str, dict]:
     """infer.py's and pseudo_label.py's --amp, --mode / --crop-size / --stride and --compile (absent: off; the
     report has no --compile), checked:

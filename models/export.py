@@ -4,6 +4,7 @@
     python -m models.export --ckpt runs/x/best.pt --out model.pt2 --isa avx2        # runs on any AVX2 CPU
     python -m models.export --ckpt runs/x/best.pt --out model.pt2 --device cuda     # on a GPU host: a CUDA package
     python -m models.export --ckpt runs/x/best.pt --out model.onnx --format onnx    # onnxruntime / TensorRT / OpenVINO
+    python -m models.export --ckpt runs/x/best.pt --out int8.pt2 --int8 --calib-data data/   # int8 (needs torchao)
 
     runner = torch._inductor.aoti_load_package("model.pt2")          # torch of the version that wrote it
     labels = runner(torch.from_numpy(rgb))                            # (H, W, 3) uint8 RGB → (H, W) uint8 class ids
@@ -20,6 +21,12 @@ CPU instruction set (--isa): inductor vectorises its kernels for one ISA and com
 an AVX2 CPU. --isa avx2 builds it for x86-64-v3 with AVX2 kernels, runnable on any AVX2+FMA CPU; the choice is
 printed and written into the package's metadata (`runner.get_metadata()["trashseg_isa"]`). Convolutions and matrix
 products go through oneDNN inside libtorch, which picks its kernels at run time on the machine that runs them.
+
+int8 (--int8, CPU packages): post-training quantization (models.quant: torchao's PT2E X86InductorQuantizer, the stem
+and the classifier kept fp32), activation scales observed on --calib-images images of --calib-json under
+--calib-data (the training images by default; unlabelled photos of the deployment serve as well), compiled into
+oneDNN's int8 kernels. The self-check then holds the package to the quantized program run eagerly (on calibration
+images and crops of them: 98 % of pixels the same class) and prints its agreement with the fp32 model.
 """
 from __future__ import annotations
 
@@ -41,6 +48,8 @@ from torch import nn
 from data.classes import CLASSES
 from data.io import publish
 
+from . import quant
+from .quant import INT8_CONFIGS, quantize_int8
 from .segmentor import MIN_INPUT, Segmentor, min_input_padding
 
 FORMATS = ("aoti", "onnx")
@@ -211,7 +220,8 @@ def pinned_isa(isa):
 
 # ------------------------------------------------------------------------------------------------------------ writers
 
-def metadata(model: Segmentor, probs: bool, device: str, isa: str, march: str | None) -> dict[str, str]:
+def metadata(model: Segmentor, probs: bool, device: str, isa: str, march: str | None,
+             precision: str = "fp32") -> dict[str, str]:
     """What a user of the file needs to know, as AOTInductor metadata (string → string)."""
     return {
         "trashseg_model": model.model_name,
@@ -224,15 +234,17 @@ def metadata(model: Segmentor, probs: bool, device: str, isa: str, march: str | 
         "trashseg_march": march or "native",
         "trashseg_torch": torch.__version__,
         "trashseg_min_input": str(MIN_INPUT),
+        "trashseg_precision": precision,
     }
 
 
 def write_aoti(model: Segmentor, out: str, probs: bool = False, device: str = "cpu", isa: str = "auto",
-               log=print) -> dict[str, str]:
-    """Export and AOT-compile Deployable(model) into the package `out` (.pt2, written atomically); its metadata."""
+               log=print, calib: list[torch.Tensor] | None = None) -> dict[str, str]:
+    """Export and AOT-compile Deployable(model) into the package `out` (.pt2, written atomically); its metadata.
+    With `calib` ((H, W, 3) uint8 images) the program is quantized to int8 first (models.quant; CPU only)."""
     vec_isa, march = resolve_isa(isa)
     name = isa_name(vec_isa)
-    meta = metadata(model, probs, device, name, march)
+    meta = metadata(model, probs, device, name, march, "int8" if calib else "fp32")
     # Frozen weights (constants folded, BatchNorm folded into the convolutions), but no oneDNN weight prepacking: in
     # torch 2.14.1, with dynamic H, W, a prepacked convolution (mkldnn._convolution_pointwise) returns an NCHW output
     # where the compiled program expects channels-last strides (AOTI_RUNTIME_CHECK_INPUTS=1 reports it at ConvNeXt's
@@ -241,12 +253,21 @@ def write_aoti(model: Segmentor, out: str, probs: bool = False, device: str = "c
     configs = {"freezing": True, "cpp.weight_prepack": False, "aot_inductor.metadata": meta}
     if march is not None:
         configs.update({"cpp.march": march, "cpp.simdlen": vec_isa.bit_width()})
+    if calib:
+        # int8 convolutions are oneDNN qconv (prepacked, channels-last by construction): the fp32 prepacking issue
+        # above does not arise for them; the self-check below runs every size class through the package.
+        configs.update(INT8_CONFIGS)
     hint = isa == "auto" and name in ("avx512", "avx512_vnni", "amx")  # a package older x86 CPUs cannot run
     log(f"CPU instruction set: {name} (-march={march or 'native'})"
         + ("; the build machine's best: --isa avx2 builds a package that any AVX2 CPU runs" if hint else ""))
     t0 = time.time()
     ep = export_program(model, probs, device)
     log(f"torch.export: {time.time() - t0:.1f} s")
+    reference = None
+    if calib:
+        reference = quantize_int8(ep, ((img,) for img in calib), prefix="model.", log=log)
+        with torch.no_grad(), size_oblivious():
+            ep = torch.export.export(reference, (example_input(device),), dynamic_shapes=dynamic_shapes())
     d = os.path.dirname(os.path.abspath(out))
     os.makedirs(d, exist_ok=True)
     # The archive's top folder is named after the file it is written to: a temp folder keeps the final name.
@@ -262,7 +283,9 @@ def write_aoti(model: Segmentor, out: str, probs: bool = False, device: str = "c
         with FileLock(os.path.join(cache_dir(), "trashseg_export.lock")), torch.no_grad(), pinned_isa(vec_isa):
             torch._inductor.aoti_compile_and_package(ep, package_path=tmp, inductor_configs=configs)
         log(f"AOTInductor compile: {time.time() - t0:.1f} s")
-        log(self_check(torch._inductor.aoti_load_package(tmp), model, probs, device))
+        runner = torch._inductor.aoti_load_package(tmp)
+        log(self_check(runner, model, probs, device) if reference is None else
+            self_check_int8(runner, reference, model, calib, probs))
         publish(tmp, out)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -294,6 +317,37 @@ def self_check(runner, model: Segmentor, probs: bool, device: str = "cpu") -> st
                            "the package is not written")
     return "self-check against the eager program (33x33, 64x96, 5x7): class maps agree" + \
         (f", probabilities within {worst:.1e}" if probs else "")
+
+
+def self_check_int8(runner, reference, model: Segmentor, calib: list[torch.Tensor], probs: bool) -> str:
+    """The int8 package against the quantized program run eagerly (its reference: the same quantize / dequantize
+    steps, ATen's fp32 kernels between them) on three calibration images, a 33x33 crop, a 517x389 resize and a 5x7
+    crop of the first: RuntimeError unless 98 % of all these pixels get the same class; a line with that share and
+    the package's agreement with the fp32 model otherwise. Rounding of int8 activations differs between oneDNN and
+    the reference, so pixels near a class boundary may flip; a wrong layout or kernel flips whole regions."""
+    fp32 = Deployable(model, probs=False).eval()
+    first = calib[0]
+    views = list(calib[:3]) + [first[:33, :33], first[:5, :7]]
+    big = F.interpolate(first.permute(2, 0, 1)[None].float(), size=(517, 389), mode="bilinear", align_corners=False)
+    views.append(big[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous())  # (517, 389, 3)
+    same = same_fp32 = total = 0
+    with torch.no_grad():
+        for img in views:
+            got = runner(img)
+            labels = got[0] if probs else got
+            want = reference(img)
+            want = want[0] if probs else want
+            if labels.dtype != torch.uint8 or labels.shape != img.shape[:2]:
+                raise RuntimeError(f"self-check: the int8 package returned {labels.dtype} {tuple(labels.shape)} for "
+                                   f"a {tuple(img.shape[:2])} image; the package is not written")
+            same += (labels == want).sum().item()
+            same_fp32 += (labels == fp32(img)).sum().item()
+            total += labels.numel()
+    if same < 0.98 * total:
+        raise RuntimeError(f"self-check: the int8 package gives {same / total:.1%} of pixels the class the quantized "
+                           "program gives (< 98 %); the package is not written")
+    return (f"self-check of the int8 package ({len(views)} images, 33x33 to 517x389): {same / total:.2%} of pixels "
+            f"as the quantized program, {same_fp32 / total:.2%} as the fp32 model")
 
 
 def write_onnx(model: Segmentor | None, out: str, probs: bool = False, program=None, log=print) -> None:
@@ -335,7 +389,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--isa", default="auto", choices=["auto", *ISAS],
                    help="aoti: CPU instruction set of the package (auto: the build machine's best)")
     p.add_argument("--probs", action="store_true", help="a second output: softmax probabilities (C, H, W) float32")
+    p.add_argument("--int8", action="store_true",
+                   help="aoti, CPU: int8 post-training quantization (needs torchao), calibrated on --calib-data")
+    p.add_argument("--calib-data", help="--int8: the data root whose images calibrate the activation scales")
+    p.add_argument("--calib-json", default="train.json", help="--int8: the image list under --calib-data")
+    p.add_argument("--calib-images", type=int, default=32, help="--int8: how many of its images (the first N)")
     return p
+
+
+def calibration_images(root: str, json_file: str, n: int) -> list[torch.Tensor]:
+    """The first n images of a COCO list under a data root, as (H, W, 3) uint8 RGB tensors (labels not needed)."""
+    from data.coco.dataset import CocoSegDataset
+    ds = CocoSegDataset(root, json_file)
+    if len(ds) == 0:
+        raise ValueError(f"{json_file}: no images to calibrate on")
+    return [torch.from_numpy(ds.load_image(i)) for i in range(min(n, len(ds)))]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -362,6 +430,24 @@ def main(args: argparse.Namespace) -> int:
         print("error: --device / --isa apply to --format aoti (an ONNX runtime picks its own kernels)",
               file=sys.stderr)
         return 2
+    if args.int8 and (args.format != "aoti" or args.device != "cpu"):
+        print("error: --int8 builds CPU packages (--format aoti --device cpu): oneDNN's x86 int8 kernels",
+              file=sys.stderr)
+        return 2
+    if args.int8 and not args.calib_data:
+        print("error: --int8 needs --calib-data ROOT (images to observe the activation ranges on)", file=sys.stderr)
+        return 2
+    calib = None
+    if args.int8:
+        why = quant.available()
+        if why:
+            print(f"error: --int8: {why}", file=sys.stderr)
+            return 2
+        try:
+            calib = calibration_images(args.calib_data, args.calib_json, args.calib_images)
+        except (OSError, ValueError) as e:  # a missing root or list, an invalid COCO file (DataError), no images
+            print(f"error: --calib-data {args.calib_data}: {str(e).splitlines()[0]}", file=sys.stderr)
+            return 2
     if args.format == "aoti":
         try:
             resolve_isa(args.isa)
@@ -373,7 +459,7 @@ def main(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         write_onnx(model, args.out, args.probs)
     else:
-        write_aoti(model.to(args.device), args.out, args.probs, args.device, args.isa)
+        write_aoti(model.to(args.device), args.out, args.probs, args.device, args.isa, calib=calib)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 2**20:.1f} MiB)")
     return 0
 
