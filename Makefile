@@ -134,20 +134,38 @@ pseudo: $(STAMP) ext $(DATA_DEP)
 	  $(if $(or $(TEACHER_CONTROL),$(filter none,$(PSEUDO_INIT))),--controls - $$(for r in $$(seq 1 $(ROUNDS)); do \
 	    echo $(EXP)/$(if $(TEACHER_CONTROL),round$${r}_control,round0); done))
 
-# Semi-supervised training for few labels and many photos (README "Semi-supervised training"): the recipe on
-# UNLABELLED (COCO image lists and/or folders of photos, relative to DATA_ROOT unless they exist as given) and its
-# control (labels only, with the same strong augmentation, batch mix, iterations and seed), then one line:
-# "semi-supervised vs control: X vs Y (gain +Z)". TRAIN_ARGS is the shared recipe, SEMI_ARGS the semi-supervised
-# flags (both arms get them; they apply to the pool only).
+# Semi-supervised training for few labels and many photos (README "Semi-supervised training"): the recommended
+# recipe on UNLABELLED (COCO image lists and/or folders of photos, relative to DATA_ROOT unless they exist as given)
+# and its control, then one line: "semi-supervised vs control: X vs Y (gain +Z)". TRAIN_ARGS is the shared recipe
+# (both arms, and the teacher), SEMI_ARGS the semi-supervised flags of the recipe chosen by SEMI_RECIPE:
+#   offline (the default: the label-scarce table's best, README): the control trains on the labels alone and is the
+#     teacher; pseudo_label.py labels the pool with TTA (SEMI_ARGS: its flags, e.g. --threshold 0.6); a student
+#     trains afresh on the labels and the pseudo-labels, with the control's recipe and seed.
+#   online: an EMA teacher labels each crop on the fly (SEMI_ARGS: train.py's --semi-* flags); the control has the
+#     same strong augmentation and batch mix with its own labelled set as the pool.
 UNLABELLED ?= $(if $(DATA_DEP),extra.json)
+SEMI_RECIPE ?= offline
+ifeq ($(SEMI_RECIPE),online)
 SEMI_ARGS ?= --semi-share 0.5 --semi-threshold 0.95 --ema-momentum 0.99
+else
+SEMI_ARGS ?=
+endif
 semi: $(STAMP) ext $(DATA_DEP)
+	case "$(SEMI_RECIPE)" in offline|online) ;; *) echo "SEMI_RECIPE must be offline or online, got '$(SEMI_RECIPE)'"; exit 2;; esac
 	test -n "$(UNLABELLED)" || { echo 'usage: make semi UNLABELLED="extra.json photos/ ..." [DATA_ROOT=... EXP=...]'; exit 2; }
 	$(PY) -m data.semi pool $(UNLABELLED) --data-root $(DATA_ROOT) --out $(EXP)/unlabelled.json
+ifeq ($(SEMI_RECIPE),online)
 	$(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) --out $(EXP)/semi \
 	  --unlabelled-json $(EXP)/unlabelled.json $(TRAIN_ARGS) $(SEMI_ARGS) $(ARGS)
 	$(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) --out $(EXP)/control --labelled-pool \
 	  $(TRAIN_ARGS) $(SEMI_ARGS) $(ARGS)
+else
+	$(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) --out $(EXP)/control $(TRAIN_ARGS) $(ARGS)
+	$(RUN) pseudo_label.py --ckpt $(EXP)/control/best.pt --data-root $(DATA_ROOT) --json $(EXP)/unlabelled.json \
+	  --tta --out $(EXP)/pseudo $(SEMI_ARGS)
+	$(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) --out $(EXP)/semi \
+	  --train-json train.json $(EXP)/pseudo/pseudo.json $(TRAIN_ARGS) $(ARGS)
+endif
 	$(PY) -m engine.summary --versus semi-supervised $(EXP)/semi $(EXP)/control
 
 # Soft ensemble of several runs: each run's best model saves test probabilities, then they are averaged.

@@ -280,30 +280,47 @@ def test_offline_pool_and_refused_inputs(demo, tmp_path):
 
 
 @pytest.mark.heavy
-def test_make_semi_with_control(demo, tmp_path):
+@pytest.mark.parametrize("recipe", ["offline", "online"])
+def test_make_semi_with_control(demo, tmp_path, recipe):
     """make semi on a non-demo data root with the recipe in TRAIN_ARGS: UNLABELLED mixes a COCO file and a folder of
-    photos; the semi-supervised arm and its control share the recipe, seed and batch mix (the control's pool is its
-    labelled set), and the last line sets one against the other. A folder holding validation images is refused."""
+    photos; the semi-supervised arm and its control share the recipe and seed, and the last line sets one against
+    the other. offline: the control is the teacher of the pool's TTA pseudo-labels, and the student trains afresh on
+    labels + pseudo-labels; online: the control has the same batch mix with its labelled set as the pool. A folder
+    holding validation images is refused."""
     photos = tmp_path / "photos"
     photos.mkdir()
     for f in sorted(os.listdir(os.path.join(demo, "batch_03")))[:2]:  # the test/extra folder of the demo
         os.symlink(os.path.join(demo, "batch_03", f), photos / f)
-    recipe = ("--iters 2 --crop-size 48 --batch-size 4 --workers 0 --no-progress --eval-interval 2 "
-              "--ckpt-interval 2 --warmup-iters 1")
-    r = subprocess.run(["make", "-s", "semi", f"DATA_ROOT={demo}", f"EXP={tmp_path}/s", f"TRAIN_ARGS={recipe}",
-                        f"UNLABELLED=test.json {photos}"], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    train = ("--iters 2 --crop-size 48 --batch-size 4 --workers 0 --no-progress --eval-interval 2 "
+             "--ckpt-interval 2 --warmup-iters 1")
+    r = subprocess.run(["make", "-s", "semi", f"DATA_ROOT={demo}", f"EXP={tmp_path}/s", f"TRAIN_ARGS={train}",
+                        f"UNLABELLED=test.json {photos}", f"SEMI_RECIPE={recipe}"]
+                       + (["SEMI_ARGS=--workers 0 --threshold 0.5"] if recipe == "offline" else []),
+                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     semi, ctl = (json.load(open(tmp_path / "s" / x / "args.json")) for x in ("semi", "control"))
-    assert semi["unlabelled_json"] == [f"{tmp_path}/s/unlabelled.json"] and ctl["labelled_pool"]
-    assert all(semi[k] == ctl[k] for k in ("iters", "seed", "semi_share", "batch_size", "crop_size", "lr"))
+    assert all(semi[k] == ctl[k] for k in ("iters", "seed", "batch_size", "crop_size", "lr"))
     pool = json.load(open(tmp_path / "s" / "unlabelled.json"))["images"]
     assert len(pool) == 4 and all(os.path.isabs(p["file_name"]) for p in pool[2:])  # 2 listed + 2 photos outside
+    if recipe == "online":
+        assert semi["unlabelled_json"] == [f"{tmp_path}/s/unlabelled.json"] and ctl["labelled_pool"]
+        assert semi["semi_share"] == ctl["semi_share"] == 0.5
+    else:
+        labels = tmp_path / "s" / "pseudo" / "pseudo.json"
+        assert semi["train_json"][1:] == [str(labels)] and ctl["train_json"] == semi["train_json"][:1]
+        assert os.path.basename(ctl["train_json"][0]) == "train.json"
+        assert not semi.get("init") and not ctl["labelled_pool"]
+        assert len(json.load(open(labels))["images"]) == 4  # every pool image, photos outside the root included
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("semi-supervised vs control: ") and "(gain " in last, last
-    r = subprocess.run(["make", "-s", "semi", f"DATA_ROOT={demo}", f"EXP={tmp_path}/v", f"TRAIN_ARGS={recipe}",
+    if recipe == "offline":
+        return
+    r = subprocess.run(["make", "-s", "semi", f"DATA_ROOT={demo}", f"EXP={tmp_path}/v", f"TRAIN_ARGS={train}",
                         "UNLABELLED=batch_01_vt"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "also validation images" in r.stderr, r.stderr[-2000:]
+    r = subprocess.run(["make", "-s", "semi", f"DATA_ROOT={demo}", f"EXP={tmp_path}/w", "SEMI_RECIPE=fixmatch",
+                        "UNLABELLED=test.json"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "SEMI_RECIPE must be offline or online" in r.stdout + r.stderr
 
 
 def test_stability_by_hand():
