@@ -4,6 +4,7 @@
     python bench/bench_models.py --models upernet_swin_tiny --size 256 --batch 4
     python bench/bench_models.py --device cuda                     # GPU (make gpu-check): bf16, channels_last, 512 px, batch 8
     python bench/bench_models.py --infer                           # CPU inference, 512 px, batch 1, vs transformers
+    python bench/bench_models.py --infer --int8 --models upernet_convnext_tiny   # + infer.py --int8 (minutes to compile)
 
 Prints, per model, the median over alternating runs of inference (forward, no grad) and training-step (forward + CE loss with the 0.4 auxiliary term +
 backward + AdamW step) times for both implementations, the ratio (>1 means ours is faster), the max logit difference
@@ -209,19 +210,32 @@ def bench_infer(args: argparse.Namespace) -> int:
                 run(x)
 
         fns = {"ours": ours_path, "ours fp32 eager": lambda: ours(x), "transformers fp32": lambda: hf(x)}
+        if args.int8 and type(ours.backbone).__name__ == "ConvNeXt":  # infer.py --int8 (ConvNeXt exports only): PT2E int8, compiled ahead of time (calibrated on random inputs: speed only)
+            from models.quant import int8_segmentor
+            g = torch.Generator().manual_seed(1)
+            q8 = int8_segmentor(ours, [torch.randn(1, 3, args.size, args.size, generator=g) for _ in range(4)],
+                                log=lambda m: print(f"# {name}: {m}", flush=True))
+            with torch.no_grad():
+                agree8 = (q8(x).argmax(1) == lab_fp32).float().mean().item()
+            fns["ours int8"] = lambda: q8(x)
         if amp == "none" and not args.compile and not wino:
             fns.pop("ours")  # the same computation as "ours fp32 eager": timed once
         with torch.no_grad():
             t = time_interleaved(fns, args.iters, args.warmup)
         if "ours" not in t:
             t["ours"] = t["ours fp32 eager"]
-        for k in ("ours", "ours fp32 eager", "transformers fp32"):
-            peak = peak16 if (k == "ours" and amp == "bf16") else peak32
+        for k in ("ours", "ours fp32 eager", "transformers fp32", "ours int8"):
+            if k not in t:
+                continue
+            peak = peak16 if (k == "ours" and amp == "bf16") else peak32  # int8: % of the fp32 peak
             print(f"{name:22s} {k:18s} {t[k]:8.3f} {flops / t[k] / 1e9:8.1f} {100 * flops / t[k] / peak:6.0f}%")
         r = t["transformers fp32"] / t["ours"]
         ratios.append(r)
         print(f"{name:22s} ours vs transformers {r:.2f}x; argmax agreement ours vs fp32 (random weights) {agree:.4f}; "
               f"{flops / 1e9:.1f} GFLOP", flush=True)
+        if "ours int8" in t:
+            print(f"{name:22s} ours int8 vs transformers fp32 {t['transformers fp32'] / t['ours int8']:.2f}x; "
+                  f"argmax agreement int8 vs fp32 (random weights, random calibration) {agree8:.4f}", flush=True)
     print(f"CPU inference vs transformers: {min(ratios):.2f}×")
     return 0
 
@@ -245,6 +259,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "GFLOP/s and share of the measured peak; ends with 'CPU inference vs transformers: X.XX×'")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"], help="--infer: ours' precision")
     p.add_argument("--winograd", default="auto", choices=["auto", "on", "off"], help="--infer: as infer.py's flag")
+    p.add_argument("--int8", action="store_true", help="--infer: also infer.py --int8's program (needs torchao)")
     return p
 
 
