@@ -167,8 +167,10 @@ def matmul_peak(dtype: torch.dtype, n: int, reps: int = 3) -> float:
 
 
 def bench_infer(args: argparse.Namespace) -> int:
-    """CPU inference: ours as infer.py runs it (--amp auto: bf16 autocast where the CPU has native bf16, else fp32;
-    --compile when given), ours fp32 eager, transformers' UperNet fp32 eager; batch 1, interleaved timings."""
+    """CPU inference, batch 1, every precision this CPU can run, each against transformers' UperNet fp32 eager in the
+    same interleaved run: ours fp32 eager, fp32 with Winograd 3x3 convolutions (where NNPACK runs), bf16 autocast
+    (where the CPU computes bf16 natively, or --amp bf16), compiled (--compile), int8 (--int8); the one infer.py's
+    --amp / --winograd / --compile flags pick is marked `*`."""
     from engine.evaluate import autocast, cpu_has_native_bf16, resolve_amp
     from engine.predict import apply_winograd
     dev = torch.device("cpu")
@@ -179,13 +181,15 @@ def bench_infer(args: argparse.Namespace) -> int:
     peak16 = matmul_peak(torch.bfloat16, 2048 if native else 512, reps=3 if native else 1)
     probe = argparse.Namespace(winograd=args.winograd, compile=args.compile)
     wino = apply_winograd([], probe, dev, amp)  # whether infer.py would use it, with these flags
+    wino_any = apply_winograd([], argparse.Namespace(winograd=args.winograd, compile=False), dev, "none")
+    chosen = ("compiled" if args.compile else "bf16 autocast" if amp == "bf16" else
+              "fp32 Winograd" if wino else "fp32 eager")  # infer.py's path with these flags
     print(f"# CPU, {torch.get_num_threads()} threads, native bf16: {native}; {args.size}x{args.size}, batch 1; "
-          f"ours = infer.py's CPU path: amp {amp}{', Winograd 3x3 convs' if wino else ''}"
+          f"infer.py's path (*): amp {amp}{', Winograd 3x3 convs' if wino else ''}"
           f"{', compiled' if args.compile else ''}; torch {torch.__version__}")
-    print(f"# measured peak: fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s (timed matmul)")
-    if wino:  # the FLOPs are the direct convolution's: Winograd needs fewer multiplications, so "ours" can pass 100%
-        print("# GFLOP/s and % peak count the direct convolution's FLOPs for every variant (Winograd does fewer)")
-    print(f"{'model':22s} {'variant':18s} {'s/image':>8s} {'GFLOP/s':>8s} {'% peak':>7s}")
+    print(f"# measured peak: fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s (timed matmul); "
+          f"GFLOP/s counts the direct convolution's FLOPs for every variant (Winograd and int8 do other work)")
+    print(f"{'model':22s} {'variant':20s} {'s/image':>8s} {'GFLOP/s':>8s} {'% peak':>7s} {'vs HF':>7s} {'argmax=fp32':>11s}")
     ratios = []
     for name in args.models:
         torch.manual_seed(0)
@@ -196,46 +200,51 @@ def bench_infer(args: argparse.Namespace) -> int:
         ours.eval()
         x = torch.randn(1, 3, args.size, args.size)
         flops = forward_flops(ours, x)
-        fast = copy.deepcopy(ours)
-        apply_winograd([fast], probe, dev, amp)
-        run = torch.compile(fast) if args.compile else fast
-        with torch.no_grad():
-            with autocast(dev, amp):
-                lab_ours = run(x).argmax(1)
-            lab_fp32 = ours(x).argmax(1)
-        agree = (lab_ours == lab_fp32).float().mean().item()
+        fns = {"fp32 eager": lambda: ours(x)}
+        peaks = {"fp32 eager": peak32}
+        if wino_any:
+            fast = copy.deepcopy(ours)
+            apply_winograd([fast], argparse.Namespace(winograd="on", compile=False), dev, "none")
+            fns["fp32 Winograd"], peaks["fp32 Winograd"] = (lambda: fast(x)), peak32
+        if native or amp == "bf16":
+            def bf16():
+                with autocast(dev, "bf16"):
+                    return ours(x)
+            fns["bf16 autocast"], peaks["bf16 autocast"] = bf16, peak16
+        if args.compile:
+            comp = copy.deepcopy(ours)
+            run = torch.compile(comp)
 
-        def ours_path():
-            with autocast(dev, amp):
-                run(x)
-
-        fns = {"ours": ours_path, "ours fp32 eager": lambda: ours(x), "transformers fp32": lambda: hf(x)}
-        if args.int8 and type(ours.backbone).__name__ == "ConvNeXt":  # infer.py --int8 (ConvNeXt exports only): PT2E int8, compiled ahead of time (calibrated on random inputs: speed only)
+            def compiled():
+                with autocast(dev, amp):
+                    return run(x)
+            fns["compiled"], peaks["compiled"] = compiled, (peak16 if amp == "bf16" else peak32)
+        # infer.py --int8 (ConvNeXt exports only): PT2E int8, compiled ahead of time (random calibration: speed only)
+        if args.int8 and type(ours.backbone).__name__ == "ConvNeXt":
             from models.quant import int8_segmentor
             g = torch.Generator().manual_seed(1)
-            q8 = int8_segmentor(ours, [torch.randn(1, 3, args.size, args.size, generator=g) for _ in range(4)],
+            q8 = int8_segmentor(copy.deepcopy(ours),
+                                [torch.randn(1, 3, args.size, args.size, generator=g) for _ in range(4)],
                                 log=lambda m: print(f"# {name}: {m}", flush=True))
-            with torch.no_grad():
-                agree8 = (q8(x).argmax(1) == lab_fp32).float().mean().item()
-            fns["ours int8"] = lambda: q8(x)
-        if amp == "none" and not args.compile and not wino:
-            fns.pop("ours")  # the same computation as "ours fp32 eager": timed once
+            fns["int8"], peaks["int8"] = (lambda: q8(x)), peak32  # % of the fp32 peak
         with torch.no_grad():
+            lab_fp32 = ours(x).argmax(1)
+            agree = {k: (fn().float().argmax(1) == lab_fp32).float().mean().item() for k, fn in fns.items()}
+            fns["transformers fp32"] = lambda: hf(x)
             t = time_interleaved(fns, args.iters, args.warmup)
-        if "ours" not in t:
-            t["ours"] = t["ours fp32 eager"]
-        for k in ("ours", "ours fp32 eager", "transformers fp32", "ours int8"):
-            if k not in t:
-                continue
-            peak = peak16 if (k == "ours" and amp == "bf16") else peak32  # int8: % of the fp32 peak
-            print(f"{name:22s} {k:18s} {t[k]:8.3f} {flops / t[k] / 1e9:8.1f} {100 * flops / t[k] / peak:6.0f}%")
-        r = t["transformers fp32"] / t["ours"]
+        base = t["transformers fp32"]
+        for k in fns:
+            star = "*" if k == chosen else ""
+            pk = peaks.get(k, peak32)
+            print(f"{name:22s} {k + star:20s} {t[k]:8.3f} {flops / t[k] / 1e9:8.1f} {100 * flops / t[k] / pk:6.0f}% "
+                  f"{base / t[k]:6.2f}x {agree.get(k, float('nan')):11.4f}", flush=True)
+        if chosen not in t:
+            raise SystemExit(f"error: infer.py's path ({chosen}) was not timed")
+        r = base / t[chosen]
         ratios.append(r)
-        print(f"{name:22s} ours vs transformers {r:.2f}x; argmax agreement ours vs fp32 (random weights) {agree:.4f}; "
-              f"{flops / 1e9:.1f} GFLOP", flush=True)
-        if "ours int8" in t:
-            print(f"{name:22s} ours int8 vs transformers fp32 {t['transformers fp32'] / t['ours int8']:.2f}x; "
-                  f"argmax agreement int8 vs fp32 (random weights, random calibration) {agree8:.4f}", flush=True)
+        fastest = min((k for k in t if k != "transformers fp32"), key=t.get)
+        print(f"{name:22s} ours ({chosen}) vs transformers {r:.2f}x; fastest here: {fastest} "
+              f"({base / t[fastest]:.2f}x); {flops / 1e9:.1f} GFLOP (random weights)", flush=True)
     print(f"CPU inference vs transformers: {min(ratios):.2f}×")
     return 0
 
@@ -255,9 +264,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=11)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--infer", action="store_true",
-                   help="CPU inference at 512 px, batch 1: ours (infer.py's path) / ours fp32 / transformers fp32, "
-                        "GFLOP/s and share of the measured peak; ends with 'CPU inference vs transformers: X.XX×'")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"], help="--infer: ours' precision")
+                   help="CPU inference at 512 px, batch 1: every precision this CPU runs (fp32 eager, fp32 Winograd, "
+                        "bf16 where native, compiled, int8) against transformers fp32 in one run, GFLOP/s, share of "
+                        "the measured peak; ends with 'CPU inference vs transformers: X.XX×' (infer.py's path)")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"],
+                   help="--infer: infer.py's precision (the row marked *)")
     p.add_argument("--winograd", default="auto", choices=["auto", "on", "off"], help="--infer: as infer.py's flag")
     p.add_argument("--int8", action="store_true", help="--infer: also infer.py --int8's program (needs torchao)")
     return p

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import models  # noqa: E402
 from bench_models import forward_flops, hf_model, sync, time_pair  # noqa: E402
-from engine.evaluate import autocast  # noqa: E402
+from engine.evaluate import autocast, cpu_has_native_bf16  # noqa: E402
 
 
 def matmul_ceiling(dev: torch.device) -> float:
@@ -95,6 +95,15 @@ def main() -> None:
     run_o, run_t = (torch.compile(ours), torch.compile(theirs)) if a.compile else (ours, theirs)
     so, st = make_step(run_o, opt_o, amp, dev, cl), make_step(run_t, opt_t, amp, dev, cl, hf=True)
     t_o, t_t = time_pair(lambda: so(x, y), lambda: st(x, y), iters, 2 if gpu else 1, dev)  # warm-up compiles
+    # A CPU that computes bf16 natively: our step in bf16 autocast too, against transformers' fp32 step in the same
+    # interleaved run (one row per precision; --amp auto trains in fp32 on every CPU, this says what bf16 would give).
+    t_b = None
+    if not gpu and amp == "none" and cpu_has_native_bf16():
+        import copy
+        ours_b = copy.deepcopy(ours)
+        opt_b = torch.optim.AdamW(models.param_groups(ours_b, rec["weight_decay"], rec["layer_decay"]), lr=1e-5)
+        sb = make_step(torch.compile(ours_b) if a.compile else ours_b, opt_b, "bf16", dev, cl)
+        t_b, t_t2 = time_pair(lambda: sb(x, y), lambda: st(x, y), iters, 1, dev)
 
     # End to end: our loader feeding our step (the way train.py runs).
     from data.coco import CocoSegDataset
@@ -127,6 +136,9 @@ def main() -> None:
     rows = (("ours (resident batch)", t_o), ("transformers (same)", t_t), ("ours end to end (loader)", t_e2e))
     for label, tt in rows:
         print(f"{label:<28} {tt:>8.4f} {bs / tt:>10.2f} {flops / tt / 1e12:>8.2f}")
+    if t_b is not None:
+        print(f"{'ours bf16 (resident batch)':<28} {t_b:>8.4f} {bs / t_b:>10.2f} {flops / t_b / 1e12:>8.2f}"
+              f"   {t_t2 / t_b:.2f}x transformers fp32 in the same run ({bs / t_t2:.2f} samples/s)")
     mfu = ""
     if gpu:
         ceil = matmul_ceiling(dev)
