@@ -153,7 +153,8 @@ endif
 semi: $(STAMP) ext $(DATA_DEP)
 	case "$(SEMI_RECIPE)" in offline|online) ;; *) echo "SEMI_RECIPE must be offline or online, got '$(SEMI_RECIPE)'"; exit 2;; esac
 	test -n "$(UNLABELLED)" || { echo 'usage: make semi UNLABELLED="extra.json photos/ ..." [DATA_ROOT=... EXP=...]'; exit 2; }
-	$(PY) -m data.semi pool $(UNLABELLED) --data-root $(DATA_ROOT) --out $(EXP)/unlabelled.json
+	$(PY) -m data.semi pool $(UNLABELLED) --data-root $(DATA_ROOT) --out $(EXP)/unlabelled.json \
+	  --val-json val.json --labelled-json train.json
 ifeq ($(SEMI_RECIPE),online)
 	$(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) --out $(EXP)/semi \
 	  --unlabelled-json $(EXP)/unlabelled.json $(TRAIN_ARGS) $(SEMI_ARGS) $(ARGS)

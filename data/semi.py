@@ -188,6 +188,39 @@ def pool_images(items: list[str], data_root: str) -> list[dict]:
     return records
 
 
+def screen_pool(records: list[dict], data_root: str, val_json: list[str], labelled_json: list[str]) -> list[dict]:
+    """The pool without the images that labelled_json's files already label (they train with their real labels),
+    renumbered; ValueError when any image is also in val_json's files: a teacher labelling the very images the run
+    is scored on makes the comparison with the control meaningless. Files are compared by their path under
+    data_root; a listed file that does not exist is skipped (a data root without val.json has nothing to refuse)."""
+    from data.coco import load_coco_json
+    from data.io import resolve_json
+    root = os.path.abspath(data_root)
+
+    def paths(files: list[str]) -> dict[str, str]:
+        out = {}
+        for f in files:
+            path = resolve_json(f, data_root)
+            if os.path.isfile(path):
+                for rec in load_coco_json(path).get("images", []):
+                    out[os.path.normpath(os.path.join(root, rec["file_name"]))] = path
+        return out
+    key = lambda r: os.path.normpath(os.path.join(root, r["file_name"]))  # noqa: E731
+    val = paths(val_json)
+    both = [r["file_name"] for r in records if key(r) in val]
+    if both:
+        raise ValueError(f"{val[os.path.normpath(os.path.join(root, both[0]))]}: {len(both)} image(s) of the pool "
+                         f"are also validation images, e.g. {both[0]}; leave them out of the pool")
+    labelled = paths(labelled_json)
+    kept = [dict(r) for r in records if key(r) not in labelled]
+    for i, r in enumerate(kept):
+        r["id"] = i + 1
+    if not kept:
+        raise ValueError(f"every one of the pool's {len(records)} images is already labelled "
+                         f"({', '.join(labelled_json)}): nothing left to pseudo-label")
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     """python -m data.semi pool ITEM... --data-root D --out FILE: one COCO image list for --unlabelled-json from COCO
     files and folders of photos (make semi's UNLABELLED)."""
@@ -201,15 +234,22 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("items", nargs="+")
     s.add_argument("--data-root", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument("--val-json", nargs="*", default=[],
+                   help="refuse a pool holding any of these files' images (the run is scored on them)")
+    s.add_argument("--labelled-json", nargs="*", default=[],
+                   help="leave out (counted) the pool's images that these files already label")
     a = p.parse_args(argv)
     try:
         images = pool_images(a.items, a.data_root)
+        n = len(images)
+        images = screen_pool(images, a.data_root, a.val_json, a.labelled_json)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     atomic_write_text(a.out, json.dumps({"images": images, "categories": []}) + "\n")
-    print(f"{a.out}: {len(images)} unlabelled images from {len(a.items)} source(s)")
+    left = f" ({n - len(images)} already labelled in {', '.join(a.labelled_json)} left out)" if n > len(images) else ""
+    print(f"{a.out}: {len(images)} unlabelled images from {len(a.items)} source(s){left}")
     return 0
 
 

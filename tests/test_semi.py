@@ -279,6 +279,34 @@ def test_offline_pool_and_refused_inputs(demo, tmp_path):
     assert y.returncode == 2 and "also validation images" in y.stderr.strip().splitlines()[-1], y.stderr[-2000:]
 
 
+def test_pool_refuses_validation_images_and_drops_labelled_ones(demo, tmp_path):
+    """make semi's pool step (python -m data.semi pool, as the Makefile calls it): a folder holding labelled and
+    validation images is refused, naming val.json, before any training; without the validation images, the images
+    train.json already labels are left out and counted, the rest renumbered."""
+    from data.coco import load_coco_json
+    train = [r["file_name"] for r in load_coco_json(os.path.join(demo, "train.json"))["images"]]
+    val = [r["file_name"] for r in load_coco_json(os.path.join(demo, "val.json"))["images"]]
+    cmd = [PY, "-m", "data.semi", "pool", "--data-root", demo, "--val-json", "val.json",
+           "--labelled-json", "train.json", "--out"]
+    both = os.path.dirname(val[0])  # the demo's batch_01_vt: labelled and validation images side by side
+    r = subprocess.run(cmd + [str(tmp_path / "a.json"), both], cwd=ROOT, capture_output=True, text=True)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and last.startswith(f"error: {os.path.join(demo, 'val.json')}: ") \
+        and f"{sum(os.path.dirname(v) == both for v in val)} image(s) of the pool are also validation" in last, last
+    assert not (tmp_path / "a.json").exists()
+    # a COCO list of 2 labelled images + the test images: the labelled 2 are dropped, the count says so
+    lst = tmp_path / "mixed.json"
+    test = load_coco_json(os.path.join(demo, "test.json"))["images"]
+    lst.write_text(json.dumps({"images": [{"id": 50 + i, "file_name": f, "width": 48, "height": 48}
+                                          for i, f in enumerate(train[:2])] + test, "categories": []}))
+    r = subprocess.run(cmd + [str(tmp_path / "b.json"), str(lst)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    pool = json.load(open(tmp_path / "b.json"))["images"]
+    assert [p["file_name"] for p in pool] == [t["file_name"] for t in test] and [p["id"] for p in pool] == \
+        list(range(1, len(test) + 1))
+    assert "(2 already labelled in train.json left out)" in r.stdout, r.stdout
+
+
 @pytest.mark.heavy
 @pytest.mark.parametrize("recipe", ["offline", "online"])
 def test_make_semi_with_control(demo, tmp_path, recipe):
