@@ -380,8 +380,12 @@ def _annotation(rng: np.random.Generator, obj: dict, ann_id: int, image_id: int,
 
 
 def make_demo(out_dir: str, train: int = 240, val: int = 40, test: int = 40, extra: int = 120, size: int = 256,
-              seed: int = 0, imbalance: bool = False) -> dict:
+              seed: int = 0, imbalance: bool = False, hidden_labels: bool = False) -> dict:
     """Generate the demo data root in `out_dir`; returns {split: number of images}.
+
+    `hidden_labels`: also write the unlabelled splits' ground truth to test_gt.json and extra_gt.json, for measuring
+    pseudo-labels (bench/pseudo_quality.py), never for training; every other file is the same byte for byte (each
+    image draws from its own generator, and its annotations are drawn after it is rendered).
 
     `imbalance`: objects drawn in the competition's proportions (COMPETITION_ANNOTATIONS); nothing is forced into
     train, and Battery and Clothing are forced into 3 validation images only, so their IoU is measured at all."""
@@ -427,7 +431,7 @@ def make_demo(out_dir: str, train: int = 240, val: int = 40, test: int = 40, ext
             atomic_write_bytes(os.path.join(out_dir, file_name), buf.tobytes())
             images.append({"id": image_id, "file_name": file_name, "width": size, "height": size, "license": 0,
                            "date_captured": "2023-01-01 00:00:00"})
-            if labelled:
+            if labelled or hidden_labels:
                 for obj in objects:
                     ann_seq[0] += 1
                     anns.append(_annotation(rng, obj, 50_000 + 3 * ann_seq[0], image_id, cat_of[obj["class_id"]]))
@@ -445,6 +449,9 @@ def make_demo(out_dir: str, train: int = 240, val: int = 40, test: int = 40, ext
                       coco(splits["train"][0] + splits["val"][0], splits["train"][1] + splits["val"][1]))
     atomic_write_json(os.path.join(out_dir, "test.json"), coco(splits["test"][0], None))
     atomic_write_json(os.path.join(out_dir, "extra.json"), coco(splits["extra"][0], None))
+    if hidden_labels:
+        for split in ("test", "extra"):
+            atomic_write_json(os.path.join(out_dir, f"{split}_gt.json"), coco(*splits[split]))
     return {s: len(v[0]) for s, v in splits.items()}
 
 
@@ -460,6 +467,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="objects in the competition's class proportions (Battery 63 : Paper 9311), more images")
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hidden-labels", action="store_true",
+                   help="also write test_gt.json / extra_gt.json, the unlabelled images' ground truth, to measure "
+                        "pseudo-labels against (bench/pseudo_quality.py); nothing else changes")
     return p
 
 
@@ -476,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --size must be >= 32", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    counts = make_demo(args.out, args.train, args.val, args.test, args.extra, args.size, args.seed, args.imbalance)
+    counts = make_demo(args.out, args.train, args.val, args.test, args.extra, args.size, args.seed, args.imbalance,
+                       args.hidden_labels)
     print(f"wrote demo data to {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
           + f" images ({time.perf_counter() - t0:.1f} s)")
     return 0
