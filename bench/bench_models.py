@@ -221,7 +221,7 @@ def bench_infer(args: argparse.Namespace) -> int:
             fns["compiled"], peaks["compiled"] = compiled, (peak16 if amp == "bf16" else peak32)
         # infer.py --int8 (ConvNeXt exports only): PT2E int8, compiled ahead of time (random calibration: speed only)
         if args.int8 and type(ours.backbone).__name__ == "ConvNeXt":
-            from models.quant import int8_segmentor
+            from models.int8 import int8_segmentor
             g = torch.Generator().manual_seed(1)
             q8 = int8_segmentor(copy.deepcopy(ours),
                                 [torch.randn(1, 3, args.size, args.size, generator=g) for _ in range(4)],

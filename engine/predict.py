@@ -247,10 +247,10 @@ def apply_winograd(nets: Sequence[torch.nn.Module], args, device: torch.device, 
 
 
 def int8_model(model: torch.nn.Module, ds, n: int, log=print) -> torch.nn.Module:
-    """infer.py --int8: `model` quantized and compiled (models.quant.int8_segmentor), calibrated on the first n
+    """infer.py --int8: `model` quantized and compiled (models.int8.int8_segmentor), calibrated on the first n
     readable images of `ds` at their own size (a side under MIN_INPUT padded as forward_padded pads it)."""
     from data.coco.checks import DataError
-    from models.quant import int8_segmentor
+    from models.int8 import int8_segmentor
     calib = []
     for i in range(len(ds)):
         if len(calib) == n:
