@@ -47,7 +47,9 @@ endif
 PSEUDO_ARGS ?=
 FOLDS ?= 5
 ROUNDS ?= 2
-PSEUDO_INIT ?= teacher
+# Students afresh by default: the label-scarce table's best arm (B, README "Semi-supervised training"); round 0 is
+# their control. PSEUDO_INIT=teacher starts each student from its teacher and trains a control beside it.
+PSEUDO_INIT ?= none
 PSEUDO_CONTROL ?= 1
 STUDENT_INIT = $(if $(filter teacher,$(PSEUDO_INIT)),--init $(EXP)/round$$p/best.pt)
 TEACHER_CONTROL = $(and $(filter 1,$(PSEUDO_CONTROL)),$(filter teacher,$(PSEUDO_INIT)))
@@ -114,7 +116,7 @@ submit: $(STAMP) ext $(DATA_DEP)
 	$(PY) -m data.submission $(EXP)/submission.csv --json $(DATA_ROOT)/test.json
 
 # Round 0 trains on the labels; round r labels test (+ extra) with round r-1's best model and trains a student on
-# train + pseudo-labels, initialised from its teacher (PSEUDO_INIT=teacher) or afresh (PSEUDO_INIT=none). Prints
+# train + pseudo-labels, afresh (PSEUDO_INIT=none, the default) or from its teacher (PSEUDO_INIT=teacher). Prints
 # round → val mIoU, each round against its control (same init and iterations, labels only): round0 for an afresh
 # student, round<r>_control for one initialised from its teacher (PSEUDO_CONTROL=0 skips it: one training a round,
 # not two, but on both demos every round's gain was continued training's, README "Rare classes"); then the best

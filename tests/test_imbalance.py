@@ -412,13 +412,14 @@ def test_makefile_imbalanced_demo_and_pseudo_args(tmp_path):
     real = dry("train", "DATA_ROOT=" + str(tmp_path), "EXP=" + str(tmp_path / "x"))
     assert "--crop-size 128" not in real and "data.demo" not in real  # real data: the recipe's defaults
     out = dry("pseudo", "DATA_ROOT=demo_imbalanced", "EXP=" + str(tmp_path / "x"), "ROUNDS=1",
-              "PSEUDO_ARGS=--threshold-mode class-balanced --keep 0.5")
+              "PSEUDO_ARGS=--threshold-mode class-balanced --keep 0.5", "PSEUDO_INIT=teacher")
     assert "--threshold-mode class-balanced --keep 0.5" in out
-    assert "round${r}_control" in out and "--controls" in out  # controls by default
-    out = dry("pseudo", "EXP=" + str(tmp_path / "x"), "ROUNDS=1", "PSEUDO_CONTROL=0")
+    assert "round${r}_control" in out and "--controls" in out  # a teacher-initialised student gets its control
+    out = dry("pseudo", "EXP=" + str(tmp_path / "x"), "ROUNDS=1", "PSEUDO_CONTROL=0", "PSEUDO_INIT=teacher")
     assert "_control" not in out and "--controls" not in out
-    out = dry("pseudo", "EXP=" + str(tmp_path / "x"), "ROUNDS=1", "PSEUDO_INIT=none")  # afresh: round 0 is the control
-    assert "--init" not in out and "_control" not in out and "round0; done" in out
+    for init in ([], ["PSEUDO_INIT=none"]):  # the default: afresh, round 0 is the control
+        out = dry("pseudo", "EXP=" + str(tmp_path / "x"), "ROUNDS=1", *init)
+        assert "--init" not in out and "_control" not in out and "round0; done" in out
 
 
 def _fake_run(root, name, iters, miou, iou, finished=True):

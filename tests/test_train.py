@@ -293,9 +293,9 @@ def test_summary_table(tmp_path, capsys):
 
 @pytest.mark.heavy
 def test_make_pseudo_with_control(tmp_path):
-    """make pseudo ROUNDS=1 (controls on by default): round 0, teacher TTA labels, the student from its teacher, its control
+    """make pseudo ROUNDS=1 PSEUDO_INIT=teacher: round 0, teacher TTA labels, the student from its teacher, its control
     (same init, labels only), and the table setting round 1 against that control."""
-    r = subprocess.run(["make", "-s", "pseudo", "ROUNDS=1", f"DEMO_ROOT={tmp_path}/demo",
+    r = subprocess.run(["make", "-s", "pseudo", "ROUNDS=1", "PSEUDO_INIT=teacher", f"DEMO_ROOT={tmp_path}/demo",
                         f"EXP={tmp_path}/pl", "ITERS=2",
                         "DEMO_GEN_ARGS=--train 6 --val 3 --test 2 --extra 2 --size 64",
                         "ARGS=--crop-size 64 --batch-size 2 --workers 0 --no-progress"],
