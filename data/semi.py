@@ -191,33 +191,36 @@ def pool_images(items: list[str], data_root: str) -> list[dict]:
 def screen_pool(records: list[dict], data_root: str, val_json: list[str], labelled_json: list[str]) -> list[dict]:
     """The pool without the images that labelled_json's files already label (they train with their real labels),
     renumbered; ValueError when any image is also in val_json's files: a teacher labelling the very images the run
-    is scored on makes the comparison with the control meaningless. Files are compared by their path under
-    data_root; a listed file that does not exist is skipped (a data root without val.json has nothing to refuse)."""
+    is scored on makes the comparison with the control meaningless. Images are compared by their resolved path (as
+    CocoSegDataset.image_paths and train.py's own check compare them), so a folder of links to validation images is
+    refused too; a listed file that does not exist is skipped (a data root without val.json has nothing to refuse)."""
     from data.coco import load_coco_json
     from data.io import resolve_json
     root = os.path.abspath(data_root)
 
-    def paths(files: list[str]) -> dict[str, str]:
+    def where(file_name: str) -> str:
+        return os.path.realpath(os.path.join(root, file_name))
+
+    def listed(files: list[str]) -> dict[str, str]:  # resolved image path -> the COCO file listing it
         out = {}
         for f in files:
             path = resolve_json(f, data_root)
             if os.path.isfile(path):
-                for rec in load_coco_json(path).get("images", []):
-                    out[os.path.normpath(os.path.join(root, rec["file_name"]))] = path
+                out.update((where(rec["file_name"]), path) for rec in load_coco_json(path).get("images", []))
         return out
-    key = lambda r: os.path.normpath(os.path.join(root, r["file_name"]))  # noqa: E731
-    val = paths(val_json)
-    both = [r["file_name"] for r in records if key(r) in val]
+    keys = [where(r["file_name"]) for r in records]
+    val = listed(val_json)
+    both = [(r["file_name"], val[k]) for r, k in zip(records, keys) if k in val]
     if both:
-        raise ValueError(f"{val[os.path.normpath(os.path.join(root, both[0]))]}: {len(both)} image(s) of the pool "
-                         f"are also validation images, e.g. {both[0]}; leave them out of the pool")
-    labelled = paths(labelled_json)
-    kept = [dict(r) for r in records if key(r) not in labelled]
-    for i, r in enumerate(kept):
-        r["id"] = i + 1
+        raise ValueError(f"{both[0][1]}: {len(both)} image(s) of the pool are also validation images, e.g. "
+                         f"{both[0][0]}; leave them out of the pool")
+    labelled = listed(labelled_json)
+    kept = [dict(r) for r, k in zip(records, keys) if k not in labelled]
     if not kept:
         raise ValueError(f"every one of the pool's {len(records)} images is already labelled "
                          f"({', '.join(labelled_json)}): nothing left to pseudo-label")
+    for i, r in enumerate(kept):
+        r["id"] = i + 1
     return kept
 
 

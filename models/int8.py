@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from typing import Callable, Iterable
 
 import torch
@@ -38,7 +39,6 @@ def int8_segmentor(model, calibration: Iterable[torch.Tensor], isa: str = "auto"
     32) and compiled ahead of time for this CPU, with dynamic batch, height and width (one compile for every view
     size: minutes on 2 cores for the demo model). The package lives in a temporary folder that is removed once
     loaded."""
-    import warnings
     net = exportable(model.cpu())
     dims = ({0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("height", min=32),
              3: torch.export.Dim("width", min=32)},)

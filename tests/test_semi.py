@@ -294,6 +294,11 @@ def test_pool_refuses_validation_images_and_drops_labelled_ones(demo, tmp_path):
     assert r.returncode == 2 and last.startswith(f"error: {os.path.join(demo, 'val.json')}: ") \
         and f"{sum(os.path.dirname(v) == both for v in val)} image(s) of the pool are also validation" in last, last
     assert not (tmp_path / "a.json").exists()
+    links = tmp_path / "links"  # a folder of links to validation images: the same images, refused as well
+    links.mkdir()
+    os.symlink(os.path.join(demo, val[0]), links / "x.jpg")
+    r = subprocess.run(cmd + [str(tmp_path / "a.json"), str(links)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "1 image(s) of the pool are also validation images" in r.stderr, r.stderr
     # a COCO list of 2 labelled images + the test images: the labelled 2 are dropped, the count says so
     lst = tmp_path / "mixed.json"
     test = load_coco_json(os.path.join(demo, "test.json"))["images"]
