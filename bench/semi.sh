@@ -10,6 +10,8 @@
 #         labels, the student afresh
 #   C     the same pseudo-labels as a pool: strong views, half of every batch (--pseudo-json)
 #   D     C with ST++ stable-image selection (the stable half of the images, by A's earlier checkpoints)
+#   B2    a second offline round: B's student (best.pt) labels extra.json again, a new student afresh (the
+#         competition's rounds, now with a control)
 #   E     online: an EMA teacher labels the weak view of each unlabelled crop (--unlabelled-json)
 #   Ew    E with every pixel kept and each image weighted by its confident share (--semi-confidence weight,
 #         DAFormer); run only when named in ROWS (ROWS="Ew_s0 Ew_s1 Ew_s2")
@@ -60,9 +62,9 @@ train() {  # $1 name, $2 extra train.py flags
   grep -E "final val" "$out.log" | tail -1
 }
 
-labels() {  # $1 out folder, $2 seed, $3 extra pseudo_label.py flags: A_s<seed>'s TTA labels of extra.json
-  local teacher="$EXP/A_s$2/best.pt"
-  [ -f "$teacher" ] || { echo "no teacher $teacher: run A_s$2 first"; exit 1; }
+labels() {  # $1 out folder, $2 seed, $3 extra pseudo_label.py flags[, $4 teacher arm, A by default]: TTA labels of extra.json
+  local teacher="$EXP/${4:-A}_s$2/best.pt"
+  finished "$EXP/${4:-A}_s$2" || { echo "no finished teacher $EXP/${4:-A}_s$2: run ${4:-A}_s$2 first"; exit 1; }
   [ -f "$1/pseudo.json" ] && return
   echo "== $(basename "$1"): teacher $teacher $3"
   "$PY" pseudo_label.py --ckpt "$teacher" --data-root $DATA --json extra.json --tta --out "$1" --workers 2 $3 \
@@ -76,6 +78,10 @@ for s in $SEEDS; do
   [[ " ${ROWS:-} " == *" Ew_s$s "* ]] && train "Ew_s$s" "--seed $s --unlabelled-json extra.json $SEMI --semi-confidence weight"
   if want "B_s$s" || want "C_s$s"; then labels "$EXP/labels_s$s" "$s" ""; fi
   want "B_s$s" && train "B_s$s" "--seed $s --train-json train.json $EXP/labels_s$s/pseudo.json"
+  if want "B2_s$s"; then
+    labels "$EXP/labels2_s$s" "$s" "" B
+    train "B2_s$s" "--seed $s --train-json train.json $EXP/labels2_s$s/pseudo.json"
+  fi
   want "C_s$s" && train "C_s$s" "--seed $s --pseudo-json $EXP/labels_s$s/pseudo.json $SEMI"
   if want "D_s$s"; then
     earlier=$(ls "$EXP/A_s$s"/iter_*.pt 2>/dev/null | sort -V | tr '\n' ' ')
