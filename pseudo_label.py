@@ -10,6 +10,8 @@ Pixels whose merged maximum probability is below --threshold become 255 (ignored
 from measurements on the demo data, in README "Pseudo-labelling". With --threshold-mode class-balanced --keep P
 (CBST), each predicted class keeps its P most confident share instead, so rare classes are not dropped:
     python pseudo_label.py ... --threshold-mode class-balanced --keep 0.5     # make pseudo PSEUDO_ARGS="..."
+With --threshold-mode hybrid a pixel is kept if it clears --threshold or is in its class's top --keep share: the global
+rule's labels, and no class below --keep of its pixels (a class the teacher grows unsure of is not erased).
 """
 from __future__ import annotations
 
@@ -43,9 +45,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", nargs="+", default=["test.json"], help="COCO image lists to label")
     p.add_argument("--out", required=True, help="output folder (never inside --data-root)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="0 keeps every pixel (the team's)")
-    p.add_argument("--threshold-mode", default="global", choices=["global", "class-balanced"],
-                   help="global: one --threshold; class-balanced: CBST, per class the top --keep share by confidence")
-    p.add_argument("--keep", type=float, default=0.5, help="class-balanced: share of each class's pixels kept")
+    p.add_argument("--threshold-mode", default="global", choices=["global", "class-balanced", "hybrid"],
+                   help="global: one --threshold; class-balanced: CBST, per class the top --keep share by "
+                        "confidence; hybrid: a pixel clearing --threshold or in its class's top --keep share (no "
+                        "class keeps less than --keep of its pixels, none fewer than global keeps)")
+    p.add_argument("--keep", type=float, default=0.5,
+                   help="class-balanced / hybrid: share of each class's pixels kept (at least, for hybrid)")
     p.add_argument("--stable-ckpts", nargs="+", default=None, metavar="CKPT",
                    help="the teacher's earlier checkpoints (e.g. its iter_N.pt): pseudo.json lists only the "
                         "--stable-share of images whose labels these agree with most (ST++ stable-image selection)")
@@ -107,7 +112,9 @@ def main(args: argparse.Namespace) -> dict:
     ign = torch.zeros(C, dtype=torch.float64)  # of those, below the threshold
     entries, skipped, stable = [], [], {}  # stable: image index -> stability (--stable-ckpts)
     # class-balanced: thresholds need every image's confidences first; labels wait here (3 bytes a pixel).
-    cbst = ClassBalancedSelector(C, args.keep) if args.threshold_mode == "class-balanced" else None
+    # hybrid also holds whether each pixel clears the global threshold (1 byte a pixel more).
+    cbst = ClassBalancedSelector(C, args.keep) if args.threshold_mode in ("class-balanced", "hybrid") else None
+    hybrid = args.threshold_mode == "hybrid"
     held = []
 
     def write(labels: torch.Tensor, low: torch.Tensor, iid: str, index: int) -> None:
@@ -146,7 +153,7 @@ def main(args: argparse.Namespace) -> dict:
                 q = quantise(maxp)  # (h, w)
                 cbst.add(labels, q)
                 held.append((labels.to(torch.uint8), q.numpy().astype(np.uint16), batch["image_id"][j],
-                             batch["index"][j]))
+                             batch["index"][j], (maxp >= args.threshold).numpy() if hybrid else None))
         bar.update(len(sizes))
     bar.close()
     skipped = ds.skipped + gather_lists(skipped, info)
@@ -157,9 +164,12 @@ def main(args: argparse.Namespace) -> dict:
             torch.distributed.all_gather_object(hists, cbst.hist)
             cbst.merge(hists)
         thr = cbst.thresholds()  # (C,) quantised levels
-        for labels, q, iid, index in held:
+        for labels, q, iid, index, above in held:
             labels = labels.long()
-            write(labels, cbst.low(labels, torch.from_numpy(q.astype(np.int32)), thr), iid, index)
+            low = cbst.low(labels, torch.from_numpy(q.astype(np.int32)), thr)  # (h, w) below the class's level
+            if above is not None:  # hybrid: the global threshold keeps a pixel too
+                low &= ~torch.from_numpy(above)
+            write(labels, low, iid, index)
         held.clear()
     if info.enabled:
         gathered = [None] * info.world_size
@@ -184,7 +194,8 @@ def main(args: argparse.Namespace) -> dict:
     share = {CLASSES[c] if c < len(CLASSES) else str(c): (float(ign[c] / pix[c]) if pix[c] > 0 else None)
              for c in range(C)}
     rule = (f"threshold {args.threshold}" if cbst is None else
-            f"class-balanced (CBST) keep {args.keep}: thresholds " + " ".join(
+            (f"hybrid: threshold {args.threshold} or " if hybrid else "")
+            + f"class-balanced (CBST) keep {args.keep}: thresholds " + " ".join(
                 f"{CLASSES[c] if c < len(CLASSES) else c} {float(thr[c]) / 65535:.3f}" for c in range(C)
                 if pix[c] > 0))
     total_ign = float(ign.sum() / pix.sum())

@@ -171,15 +171,15 @@ def bench_infer(args: argparse.Namespace) -> int:
     same interleaved run: ours fp32 eager, fp32 with Winograd 3x3 convolutions (where NNPACK runs), bf16 autocast
     (where the CPU computes bf16 natively, or --amp bf16), compiled (--compile), int8 (--int8); the one infer.py's
     --amp / --winograd / --compile flags pick is marked `*`."""
-    from engine.evaluate import autocast, cpu_has_native_bf16, resolve_amp
-    from engine.predict import apply_winograd
+    from engine.evaluate import autocast, cpu_has_native_bf16
+    from engine.predict import apply_winograd, inference_amp
     dev = torch.device("cpu")
-    amp = resolve_amp(args.amp, dev)
+    probe = argparse.Namespace(amp=args.amp, winograd=args.winograd, compile=args.compile)
+    amp = inference_amp(probe, dev)[0]  # infer.py's choice on this CPU with these flags
     native = cpu_has_native_bf16()
     peak32 = matmul_peak(torch.float32, 2048)
     # emulated bf16 runs ~100x slower than fp32: a smaller matmul keeps the measurement short
     peak16 = matmul_peak(torch.bfloat16, 2048 if native else 512, reps=3 if native else 1)
-    probe = argparse.Namespace(winograd=args.winograd, compile=args.compile)
     wino = apply_winograd([], probe, dev, amp)  # whether infer.py would use it, with these flags
     wino_any = apply_winograd([], argparse.Namespace(winograd=args.winograd, compile=False), dev, "none")
     chosen = ("compiled" if args.compile else "bf16 autocast" if amp == "bf16" else

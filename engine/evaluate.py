@@ -11,6 +11,18 @@ from csrc import ops
 from engine.dist import DistInfo, all_reduce_sum
 
 
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo, or None where there is none (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16): only then does CPU bf16 autocast pay
     (1.9x on the forward with avx512_bf16). Without it oneDNN emulates bf16 and a matmul runs ~100x slower than
@@ -18,18 +30,24 @@ def cpu_has_native_bf16() -> bool:
     env = os.environ.get("TRASHSEG_CPU_BF16")
     if env in ("0", "1"):
         return env == "1"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
+    flags = _cpu_flags()
+    if flags is not None:
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
     try:  # no /proc/cpuinfo (not Linux): ask oneDNN
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX-BF16 tiles (Intel Xeon 4th generation and later). There bf16 inference runs at
+    2.8x transformers' fp32 (ConvNeXt-T UperNet, 512², 2 cores); with avx512_bf16 alone (AMD Zen 4) at 1.8-1.9x,
+    no faster than our fp32 with Winograd convolutions (1.9-2.0x) (README "Measured"). TRASHSEG_CPU_AMX=0/1 overrides the detection."""
+    env = os.environ.get("TRASHSEG_CPU_AMX")
+    if env in ("0", "1"):
+        return env == "1"
+    flags = _cpu_flags()
+    return flags is not None and "amx_bf16" in flags  # not Linux: unknown, so inference keeps the exact fp32 path
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:

@@ -12,6 +12,9 @@ if ROOT not in sys.path:
 # (TRASHSEG_CPU_BF16=1 make test runs the whole suite as a bf16 CPU would), every test, its subprocesses included,
 # sees fp32; the tests that take the `cpu_bf16` fixture run under both values on every machine.
 os.environ.setdefault("TRASHSEG_CPU_BF16", "0")
+# A native-bf16 CPU is simulated as one with AMX (bf16 inference), whatever this one has; test_amp_cpu sets 0 to
+# check inference's choice on avx512_bf16 alone (fp32 with Winograd).
+os.environ.setdefault("TRASHSEG_CPU_AMX", "1")
 
 # `make test` runs two pytest workers (pytest-xdist, one per core of a 2-core machine). Each worker, and every
 # subprocess it starts that does not set its own, computes on one thread, so the two never fight over the cores

@@ -40,6 +40,39 @@ def test_resolve_amp(monkeypatch):
         assert cpu_has_native_bf16() == any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
+def test_inference_auto_precision_per_cpu_kind(monkeypatch, capsys):
+    """infer.py / pseudo_label.py --amp auto on the CPU: bf16 with AMX; with avx512_bf16 alone fp32 where Winograd
+    applies (as fast there, exact), bf16 where it does not (--winograd off, --compile, no NNPACK); fp32 without
+    native bf16. --amp bf16 / none force either way."""
+    import argparse
+    from engine import predict
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(predict.winograd, "available", lambda: True)
+
+    def pick(bf16, amx, amp="auto", winograd="auto", compile=False, nnpack=True):
+        monkeypatch.setenv("TRASHSEG_CPU_BF16", bf16)
+        monkeypatch.setenv("TRASHSEG_CPU_AMX", amx)
+        monkeypatch.setattr(predict.winograd, "available", lambda: nnpack)
+        a = argparse.Namespace(amp=amp, winograd=winograd, compile=compile, mode="whole", crop_size=None,
+                               stride=None)
+        return predict.inference_settings(a, cpu)[0]
+    assert pick("1", "1") == "bf16"  # AMX
+    assert pick("1", "0") == "none"  # avx512_bf16 alone: fp32 + Winograd
+    assert "Winograd" in capsys.readouterr().out
+    assert pick("1", "0", winograd="off") == "bf16" and pick("1", "0", compile=True) == "bf16"
+    assert pick("1", "0", nnpack=False) == "bf16"
+    assert pick("0", "0") == "none" and pick("0", "1") == "none"  # no native bf16 (AMX alone is no such CPU)
+    assert pick("1", "0", amp="bf16") == "bf16" and pick("1", "1", amp="none") == "none"
+    monkeypatch.delenv("TRASHSEG_CPU_AMX")
+    flags = ""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "")
+    if flags:
+        from engine.evaluate import cpu_has_amx
+        assert cpu_has_amx() == ("amx_bf16" in flags.split())
+
+
 @pytest.mark.heavy
 def test_bf16_trains_and_infers_end_to_end_on_cpu(tmp_path, demo_data):
     """train.py --amp bf16 (forward, loss, backward and validation under CPU bf16 autocast), then infer.py with

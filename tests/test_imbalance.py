@@ -354,9 +354,11 @@ def test_report_iou_bars_are_rarest_first(monkeypatch):
     assert seen["labels"][0] == "Background" and seen["values"][0] == 0.9
 
 
-def test_pseudo_label_class_balanced_keeps_each_class_top_share(tmp_path, capsys, cpu_bf16, demo_data):
-    """pseudo_label.py --threshold-mode class-balanced against the teacher's own fp32 probabilities, computed here
-    (--amp none pins fp32 on every CPU)."""
+@pytest.mark.parametrize("mode", ["class-balanced", "hybrid"])
+def test_pseudo_label_class_balanced_keeps_each_class_top_share(tmp_path, capsys, cpu_bf16, demo_data, mode):
+    """pseudo_label.py --threshold-mode class-balanced (each class's top --keep share) and hybrid (that, or a
+    confidence clearing --threshold) against the teacher's own fp32 probabilities, computed here (--amp none pins
+    fp32 on every CPU)."""
     import models
     import pseudo_label
     from data.coco import CocoSegDataset
@@ -365,16 +367,8 @@ def test_pseudo_label_class_balanced_keeps_each_class_top_share(tmp_path, capsys
     model = models.build_model("upernet_convnext_demo", 11).eval()
     ck = str(tmp_path / "model.pt")
     torch.save({"model": model.state_dict(), "model_name": "upernet_convnext_demo", "num_classes": 11}, ck)
-    out = tmp_path / "pl"
-    keep = 0.3
-    pseudo_label.main(pseudo_label.get_args_parser().parse_args(
-        ["--ckpt", ck, "--data-root", demo, "--json", "test.json", "--out", str(out), "--scales", "64",
-         "--workers", "0", "--threshold-mode", "class-balanced", "--keep", str(keep), "--amp", "none"]))
-    printed = capsys.readouterr().out
-    assert "class-balanced (CBST) keep 0.3" in printed and "kept share by predicted class" in printed
-    ds = CocoSegDataset(demo, str(out / "pseudo.json"))
     src = CocoSegDataset(demo, os.path.join(demo, "test.json"))
-    conf, lab, got = [], [], []
+    conf, lab = [], []
     with torch.no_grad():
         for i in range(len(src)):
             x = model.normalize(torch.from_numpy(src[i]["image"]).permute(2, 0, 1)[None])  # (1, 3, 64, 64)
@@ -382,21 +376,48 @@ def test_pseudo_label_class_balanced_keeps_each_class_top_share(tmp_path, capsys
             m, l = p.max(0)
             conf.append(m.reshape(-1))
             lab.append(l.reshape(-1))
-            got.append(torch.from_numpy(ds[i]["mask"]).reshape(-1).long())
-    conf, lab, got = torch.cat(conf), torch.cat(lab), torch.cat(got)
+    conf, lab = torch.cat(conf), torch.cat(lab)
+    # hybrid: a global threshold that alone keeps about 40 % of the pixels, half-way between two confidences
+    srt = conf.sort().values
+    j = int(0.6 * len(srt))
+    while srt[j + 1] - srt[j] < 1e-4:
+        j += 1
+    thr = float(srt[j] + srt[j + 1]) / 2
+    out = tmp_path / "pl"
+    keep = 0.3
+    pseudo_label.main(pseudo_label.get_args_parser().parse_args(
+        ["--ckpt", ck, "--data-root", demo, "--json", "test.json", "--out", str(out), "--scales", "64",
+         "--workers", "0", "--threshold-mode", mode, "--keep", str(keep), "--amp", "none", "--threshold", str(thr)]))
+    printed = capsys.readouterr().out
+    assert "class-balanced (CBST) keep 0.3" in printed and "kept share by predicted class" in printed
+    assert ("hybrid: threshold" in printed) == (mode == "hybrid")
+    ds = CocoSegDataset(demo, str(out / "pseudo.json"))
+    got = torch.cat([torch.from_numpy(ds[i]["mask"]).reshape(-1).long() for i in range(len(ds))])
     kept = got != 255
     assert torch.equal(got[kept], lab[kept])
+    above = conf >= thr
+    if mode == "hybrid":
+        assert torch.equal(kept & above, above)  # every pixel over the global threshold stays
     classes = lab.unique().tolist()
     assert len(classes) >= 2
+    rescued = 0
     for c in classes:
         mine = lab == c
         n, k = int(mine.sum()), math.ceil(keep * int(mine.sum()))
+        extra = (kept & mine & ~above) if mode == "hybrid" else (kept & mine)  # kept by the class's share
         kc = int((kept & mine).sum())
-        assert k <= kc <= k + max(2, n // 200), (c, n, k, kc)  # ties at 1/65535 may add a few
+        assert kc >= k, (c, n, k, kc)
+        if mode == "class-balanced":
+            assert kc <= k + max(2, n // 200), (c, n, k, kc)  # ties at 1/65535 may add a few
+        else:  # the share's pixels are the class's k most confident; those below thr come on top of the global ones
+            assert int(extra.sum()) <= max(0, k - int((mine & above).sum())) + max(2, n // 200), (c, n, k, kc)
+            rescued += int(extra.sum())
         if kc < n:
             assert conf[kept & mine].min() >= conf[~kept & mine].max() - 2e-5  # the most confident are the kept
+    if mode == "hybrid":
+        assert rescued > 0  # some class had fewer than 30 % of its pixels over the threshold: the case it is for
     info = json.load(open(out / "pseudo.json"))["info"]
-    assert info["threshold_mode"] == "class-balanced" and info["keep"] == 0.3 and len(info["class_thresholds"]) == 11
+    assert info["threshold_mode"] == mode and info["keep"] == 0.3 and len(info["class_thresholds"]) == 11
 
 
 def test_makefile_imbalanced_demo_and_pseudo_args(tmp_path):
