@@ -8,6 +8,8 @@
 #   Aplus labels only, the same strong views and batch mix as the pool arms (--labelled-pool): the fair control
 #   B     today's offline round: A's TTA pseudo-labels of extra.json (threshold 0.6) mixed uniformly with the
 #         labels, the student afresh
+#   Bh    B with hybrid selection (--threshold-mode hybrid --keep 0.8): a pixel is kept if it clears 0.6 or is in
+#         its class's top 80 %, so classes the teacher is unsure of (the rare ones) keep their share of the labels
 #   C     the same pseudo-labels as a pool: strong views, half of every batch (--pseudo-json)
 #   D     C with ST++ stable-image selection (the stable half of the images, by A's earlier checkpoints)
 #   B2    a second offline round: B's student (best.pt) labels extra.json again, a new student afresh (the
@@ -81,6 +83,10 @@ for s in $SEEDS; do
   if want "B2_s$s"; then
     labels "$EXP/labels2_s$s" "$s" "" B
     train "B2_s$s" "--seed $s --train-json train.json $EXP/labels2_s$s/pseudo.json"
+  fi
+  if want "Bh_s$s"; then
+    labels "$EXP/labels_h_s$s" "$s" "--threshold-mode hybrid --keep 0.8"
+    train "Bh_s$s" "--seed $s --train-json train.json $EXP/labels_h_s$s/pseudo.json"
   fi
   want "C_s$s" && train "C_s$s" "--seed $s --pseudo-json $EXP/labels_s$s/pseudo.json $SEMI"
   if want "D_s$s"; then
