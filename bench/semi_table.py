@@ -3,6 +3,10 @@ mean and range, and the paired differences against both labels-only controls (th
 the issue asks of a recipe: at least +0.03 mean over the better control with every paired difference positive.
 
     python bench/semi_table.py --exp runs/semi
+    python bench/semi_table.py --exp runs/semi_imb --rare 3   # + the per-class IoU of the 3 rarest labelled classes
+
+The rare-class table (issue: rare classes survive) ranks the classes by their labelled instances in the control A's
+train.json (the arms share it) and gives each arm's final IoU of the rarest ones, mean over the seeds, against A.
 """
 from __future__ import annotations
 
@@ -10,6 +14,10 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data.classes import CLASSES, NAME_TO_ID  # noqa: E402
 
 ARMS = [("A", "labels only"), ("Aplus", "labels only, strong views + batch mix (--labelled-pool)"),
         ("B", "offline round: pseudo-labels mixed uniformly, student afresh"),
@@ -29,6 +37,52 @@ def final_miou(run: str) -> float | None:
     except (OSError, ValueError, KeyError):
         return None
     return next((r["miou"] for r in recs if r["iter"] == it), None)
+
+
+def final_record(run: str) -> dict | None:
+    """The validation record (miou, per-class iou) at the run's last iteration, or None if it has not finished."""
+    try:
+        it = json.load(open(os.path.join(run, "args.json")))["iters"]
+        recs = [json.loads(ln) for ln in open(os.path.join(run, "metrics.jsonl")) if '"miou"' in ln]
+    except (OSError, ValueError, KeyError):
+        return None
+    return next((r for r in recs if r["iter"] == it), None)
+
+
+def labelled_counts(run: str) -> Counter:
+    """Instances per class id in the run's first --train-json (the labelled set; later ones are pseudo-labels)."""
+    args = json.load(open(os.path.join(run, "args.json")))
+    doc = json.load(open(args["train_json"][0]))
+    names = {c["id"]: NAME_TO_ID.get(c["name"].strip().lower()) for c in doc["categories"]}
+    return Counter(names[a["category_id"]] for a in doc["annotations"] if names.get(a["category_id"]) is not None)
+
+
+def rare_table(exp: str, seeds: list[int], n: int) -> list[str]:
+    """Each finished arm's final IoU of the n classes with the fewest labelled instances (present ones), mean over
+    its seeds, and the mean paired difference to A; classes absent from the labels are named (no arm learns them)."""
+    base = next((os.path.join(exp, f"A_s{s}") for s in seeds if final_record(os.path.join(exp, f"A_s{s}"))), None)
+    if base is None:
+        return []
+    counts = labelled_counts(base)
+    rare = sorted((c for c in counts if c != 0), key=lambda c: (counts[c], c))[:n]
+    absent = [CLASSES[c] for c in range(1, len(CLASSES)) if counts[c] == 0]
+    ious = {arm: {s: r["iou"] for s in seeds if (r := final_record(os.path.join(exp, f"{arm}_s{s}")))}
+            for arm, _ in ARMS}
+    head = ["arm (seeds)", *(f"{CLASSES[c]} ({counts[c]} labelled)" for c in rare)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm, _ in ARMS:
+        got = ious[arm]
+        if not got:
+            continue
+        cells = []
+        for c in rare:
+            v = [got[s][c] for s in got]
+            d = [got[s][c] - ious["A"][s][c] for s in got if s in ious["A"]]
+            cells.append(f"{sum(v) / len(v):.3f}" + (f" ({sum(d) / len(d):+.3f})" if arm != "A" and d else ""))
+        lines.append("| " + " | ".join([f"{arm} ({' '.join(map(str, sorted(got)))})", *cells]) + " |")
+    lines.append(f"\nfinal IoU, mean over the seeds (mean paired difference to A); the rarest {n} classes by "
+                 "labelled instances" + (f"; absent from the labels: {', '.join(absent)}" if absent else ""))
+    return lines
 
 
 def table(scores: dict[str, dict[int, float]], seeds: list[int]) -> list[str]:
@@ -71,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--exp", default="runs/semi")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--note", default="")
+    p.add_argument("--rare", type=int, default=0, metavar="N",
+                   help="also the per-class IoU of the N classes with the fewest labelled instances")
     a = p.parse_args(argv)
     scores: dict[str, dict[int, float]] = {}
     for arm, _ in ARMS:
@@ -79,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
             if v is not None:
                 scores.setdefault(arm, {})[s] = v
     lines = table(scores, a.seeds)
+    if a.rare:
+        lines += [""] + rare_table(a.exp, a.seeds, a.rare)
     if a.note:
         lines.append(f"\nnote: {a.note}")
     print("\n".join(lines))

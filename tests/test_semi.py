@@ -420,3 +420,30 @@ def test_semi_table_by_hand(tmp_path):
     assert "E vs Aplus (the better control): mean +0.0367, paired +0.0500 +0.0200 +0.0400: meets the bar" in out
     assert "C vs Aplus (the better control): mean +0.0033, paired +0.0100 +0.0100 -0.0100: does not meet" in out
     assert semi_table.final_miou(str(tmp_path / "E_s1")) == 0.65 and semi_table.final_miou(str(tmp_path / "B_s0")) is None
+
+
+def test_semi_table_rare_classes_by_hand(tmp_path):
+    """bench/semi_table.py --rare: the classes with the fewest labelled instances in A's train.json (Battery absent
+    from it: named, not ranked) and each arm's final IoU of them, mean over seeds, against A, by hand."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import semi_table
+    cats = [{"id": i, "name": n} for i, n in enumerate(["background", "General trash", "PAPER", "Paper Pack",
+                                                         "Metal", "Glass", "PLASTIC", "Styrofoam", "Plastic bag",
+                                                         "Battery", "CLOTHING"])]
+    n_inst = {1: 9, 2: 9, 3: 2, 4: 9, 5: 3, 6: 9, 7: 9, 8: 9, 10: 1}  # Clothing 1, Paper pack 2, Glass 3; no Battery
+    anns = [{"id": k, "image_id": 0, "category_id": c} for k, c in enumerate(c for c, n in n_inst.items()
+                                                                              for _ in range(n))]
+    (tmp_path / "train.json").write_text(json.dumps({"images": [], "annotations": anns, "categories": cats}))
+    iou = {("A", 0): {10: 0.5, 3: 0.6, 5: 0.7}, ("A", 1): {10: 0.3, 3: 0.4, 5: 0.5},
+           ("Bh", 0): {10: 0.6, 3: 0.6, 5: 0.9}, ("Bh", 1): {10: 0.5, 3: 0.3, 5: 0.5}}
+    for (arm, s), got in iou.items():
+        d = tmp_path / f"{arm}_s{s}"
+        d.mkdir()
+        (d / "args.json").write_text(json.dumps({"iters": 10, "train_json": [str(tmp_path / "train.json")]}))
+        rec = {"iter": 10, "miou": 0.5, "iou": [got.get(c, 0.9) for c in range(11)]}
+        (d / "metrics.jsonl").write_text(json.dumps(rec) + "\n")
+    lines = semi_table.rare_table(str(tmp_path), [0, 1, 2], 3)
+    assert lines[0] == "| arm (seeds) | Clothing (1 labelled) | Paper pack (2 labelled) | Glass (3 labelled) |"
+    assert lines[2] == "| A (0 1) | 0.400 | 0.500 | 0.600 |"
+    assert lines[3] == "| Bh (0 1) | 0.550 (+0.150) | 0.450 (-0.050) | 0.700 (+0.100) |"
+    assert lines[-1].endswith("absent from the labels: Battery")
