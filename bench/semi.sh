@@ -10,6 +10,7 @@
 #         labels, the student afresh
 #   Bh    B with hybrid selection (--threshold-mode hybrid --keep 0.8): a pixel is kept if it clears 0.6 or is in
 #         its class's top 80 %, so classes the teacher is unsure of (the rare ones) keep their share of the labels
+#   B2h   a second round with hybrid selection: Bh's student labels extra.json again (hybrid), a new student afresh
 #   C     the same pseudo-labels as a pool: strong views, half of every batch (--pseudo-json)
 #   D     C with ST++ stable-image selection (the stable half of the images, by A's earlier checkpoints)
 #   B2    a second offline round: B's student (best.pt) labels extra.json again, a new student afresh (the
@@ -87,6 +88,10 @@ for s in $SEEDS; do
   if want "Bh_s$s"; then
     labels "$EXP/labels_h_s$s" "$s" "--threshold-mode hybrid --keep 0.8"
     train "Bh_s$s" "--seed $s --train-json train.json $EXP/labels_h_s$s/pseudo.json"
+  fi
+  if want "B2h_s$s"; then
+    labels "$EXP/labels2h_s$s" "$s" "--threshold-mode hybrid --keep 0.8" Bh
+    train "B2h_s$s" "--seed $s --train-json train.json $EXP/labels2h_s$s/pseudo.json"
   fi
   want "C_s$s" && train "C_s$s" "--seed $s --pseudo-json $EXP/labels_s$s/pseudo.json $SEMI"
   if want "D_s$s"; then
