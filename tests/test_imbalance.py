@@ -441,6 +441,10 @@ def test_makefile_imbalanced_demo_and_pseudo_args(tmp_path):
     for init in ([], ["PSEUDO_INIT=none"]):  # the default: afresh, round 0 is the control
         out = dry("pseudo", "EXP=" + str(tmp_path / "x"), "ROUNDS=1", *init)
         assert "--init" not in out and "_control" not in out and "round0; done" in out
+        assert "--threshold-mode hybrid --keep 0.8" in out  # the label-scarce table's selection
+    for recipe, want in (("offline", True), ("online", False)):  # make semi: hybrid selection for offline labels
+        out = dry("semi", "EXP=" + str(tmp_path / "x"), "UNLABELLED=extra.json", "SEMI_RECIPE=" + recipe)
+        assert ("--threshold-mode hybrid --keep 0.8" in out) == want
 
 
 def _fake_run(root, name, iters, miou, iou, finished=True):
