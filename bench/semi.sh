@@ -22,6 +22,7 @@
 #   make semi-table                                   # all arms, seeds 0-2 (21 runs: ~7 min each on 2 idle cores)
 #   OMP_NUM_THREADS=1 ROWS="A_s0 E_s0" bash bench/semi.sh   # these runs only: two lanes of disjoint rows side by side
 #   make semi-table ITERS=300                         # smoke test of the whole path: its figures mean nothing
+#   RECIPE_ARGS=--balance EXP=runs/semi_imb_bal DATA=demo_imb_scarce bash bench/semi.sh   # flags every arm shares
 #
 # A finished run is skipped and an interrupted one resumed, so the table can be built over several sessions.
 set -euo pipefail
@@ -61,7 +62,7 @@ train() {  # $1 name, $2 extra train.py flags
   $MAKE -s train DATA_ROOT=$DATA EXP="$out" ITERS="$ITERS" DATA_DEP= \
     TRAIN_ARGS="--iters ${ITERS:-$DEMO_ITERS} --batch-size 8 --crop-size 128 --aug-ratio-range 1.5 2.5 --workers 2 \
       --lr 2e-3 --warmup-iters 50 --eval-interval 1000 --ckpt-interval $CKPT --log-interval 10" \
-    ARGS="$2 --resume --no-progress --log-interval 500" > "$out.log" 2>&1 || { tail -20 "$out.log"; exit 1; }
+    ARGS="$2 ${RECIPE_ARGS:-} --resume --no-progress --log-interval 500" > "$out.log" 2>&1 || { tail -20 "$out.log"; exit 1; }
   grep -E "final val" "$out.log" | tail -1
 }
 
