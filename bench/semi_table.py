@@ -18,6 +18,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.classes import CLASSES, NAME_TO_ID  # noqa: E402
+from imbalance_table import final as final_record  # noqa: E402  (bench/ is on the path: a script or the tests)
 
 ARMS = [("A", "labels only"), ("Aplus", "labels only, strong views + batch mix (--labelled-pool)"),
         ("B", "offline round: pseudo-labels mixed uniformly, student afresh"),
@@ -32,22 +33,8 @@ MARGIN = 0.03
 
 def final_miou(run: str) -> float | None:
     """The validation mIoU at the run's last iteration, or None if it has not finished."""
-    try:
-        it = json.load(open(os.path.join(run, "args.json")))["iters"]
-        recs = [json.loads(ln) for ln in open(os.path.join(run, "metrics.jsonl")) if '"miou"' in ln]
-    except (OSError, ValueError, KeyError):
-        return None
-    return next((r["miou"] for r in recs if r["iter"] == it), None)
-
-
-def final_record(run: str) -> dict | None:
-    """The validation record (miou, per-class iou) at the run's last iteration, or None if it has not finished."""
-    try:
-        it = json.load(open(os.path.join(run, "args.json")))["iters"]
-        recs = [json.loads(ln) for ln in open(os.path.join(run, "metrics.jsonl")) if '"miou"' in ln]
-    except (OSError, ValueError, KeyError):
-        return None
-    return next((r for r in recs if r["iter"] == it), None)
+    rec = final_record(run)
+    return None if rec is None else rec["miou"]
 
 
 def labelled_counts(run: str) -> Counter:
