@@ -42,7 +42,8 @@ def cpu_has_native_bf16() -> bool:
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX-BF16 tiles (Intel Xeon 4th generation and later). There bf16 inference runs at
     2.8x transformers' fp32 (ConvNeXt-T UperNet, 512², 2 cores); with avx512_bf16 alone (AMD Zen 4) at 1.8-1.9x,
-    no faster than our fp32 with Winograd convolutions (1.9-2.0x) (README "Measured"). TRASHSEG_CPU_AMX=0/1 overrides the detection."""
+    no faster than our fp32 with Winograd convolutions (1.9-2.0x) (README "Measured"). TRASHSEG_CPU_AMX=0/1
+    overrides the detection."""
     env = os.environ.get("TRASHSEG_CPU_AMX")
     if env in ("0", "1"):
         return env == "1"
