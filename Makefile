@@ -51,7 +51,7 @@ HYBRID_SELECTION := --threshold-mode hybrid --keep 0.8
 PSEUDO_ARGS ?= $(HYBRID_SELECTION)
 FOLDS ?= 5
 ROUNDS ?= 2
-# Students afresh by default: the label-scarce table's best arm (B, README "Semi-supervised training"); round 0 is
+# Students afresh by default: the label-scarce table's best arm (Bh, README "Semi-supervised training"); round 0 is
 # their control. PSEUDO_INIT=teacher starts each student from its teacher and trains a control beside it.
 PSEUDO_INIT ?= none
 PSEUDO_CONTROL ?= 1

@@ -8,13 +8,13 @@
 #   Aplus labels only, the same strong views and batch mix as the pool arms (--labelled-pool): the fair control
 #   B     today's offline round: A's TTA pseudo-labels of extra.json (threshold 0.6) mixed uniformly with the
 #         labels, the student afresh
+#   B2    a second offline round: B's student (best.pt) labels extra.json again, a new student afresh (the
+#         competition's rounds, now with a control)
 #   Bh    B with hybrid selection (--threshold-mode hybrid --keep 0.8): a pixel is kept if it clears 0.6 or is in
 #         its class's top 80 %, so classes the teacher is unsure of (the rare ones) keep their share of the labels
 #   B2h   a second round with hybrid selection: Bh's student labels extra.json again (hybrid), a new student afresh
 #   C     the same pseudo-labels as a pool: strong views, half of every batch (--pseudo-json)
 #   D     C with ST++ stable-image selection (the stable half of the images, by A's earlier checkpoints)
-#   B2    a second offline round: B's student (best.pt) labels extra.json again, a new student afresh (the
-#         competition's rounds, now with a control)
 #   E     online: an EMA teacher labels the weak view of each unlabelled crop (--unlabelled-json)
 #   Ew    E with every pixel kept and each image weighted by its confident share (--semi-confidence weight,
 #         DAFormer); run only when named in ROWS (ROWS="Ew_s0 Ew_s1 Ew_s2")
@@ -35,6 +35,7 @@ PY=.venv/bin/python
 MAKE="${MAKE:-make}"
 SEEDS="${SEEDS:-0 1 2}"
 SEMI="--semi-share 0.5"
+HYBRID="--threshold-mode hybrid --keep 0.8"  # make semi's and make pseudo's default selection
 # the demo recipe's 500 of 3000: A's kept iter_N.pt (the newest 3) are D's earlier checkpoints, also in a smoke test
 CKPT=$(( ${ITERS:-$DEMO_ITERS} / 6 > 0 ? ${ITERS:-$DEMO_ITERS} / 6 : 1 ))
 export PYTHONUNBUFFERED=1
@@ -87,11 +88,11 @@ for s in $SEEDS; do
     train "B2_s$s" "--seed $s --train-json train.json $EXP/labels2_s$s/pseudo.json"
   fi
   if want "Bh_s$s"; then
-    labels "$EXP/labels_h_s$s" "$s" "--threshold-mode hybrid --keep 0.8"
+    labels "$EXP/labels_h_s$s" "$s" "$HYBRID"
     train "Bh_s$s" "--seed $s --train-json train.json $EXP/labels_h_s$s/pseudo.json"
   fi
   if want "B2h_s$s"; then
-    labels "$EXP/labels2h_s$s" "$s" "--threshold-mode hybrid --keep 0.8" Bh
+    labels "$EXP/labels2h_s$s" "$s" "$HYBRID" Bh
     train "B2h_s$s" "--seed $s --train-json train.json $EXP/labels2h_s$s/pseudo.json"
   fi
   want "C_s$s" && train "C_s$s" "--seed $s --pseudo-json $EXP/labels_s$s/pseudo.json $SEMI"

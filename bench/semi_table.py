@@ -17,7 +17,8 @@ import sys
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data.classes import CLASSES, NAME_TO_ID  # noqa: E402
+from data.classes import CLASSES  # noqa: E402
+from data.coco.checks import category_map  # noqa: E402
 from imbalance_table import final as final_record  # noqa: E402  (bench/ is on the path: a script or the tests)
 
 ARMS = [("A", "labels only"), ("Aplus", "labels only, strong views + batch mix (--labelled-pool)"),
@@ -39,10 +40,10 @@ def final_miou(run: str) -> float | None:
 
 def labelled_counts(run: str) -> Counter:
     """Instances per class id in the run's first --train-json (the labelled set; later ones are pseudo-labels)."""
-    args = json.load(open(os.path.join(run, "args.json")))
-    doc = json.load(open(args["train_json"][0]))
-    names = {c["id"]: NAME_TO_ID.get(c["name"].strip().lower()) for c in doc["categories"]}
-    return Counter(names[a["category_id"]] for a in doc["annotations"] if names.get(a["category_id"]) is not None)
+    path = json.load(open(os.path.join(run, "args.json")))["train_json"][0]
+    doc = json.load(open(path))
+    ids = category_map(path, doc)  # the loader's own name matching
+    return Counter(ids[a["category_id"]] for a in doc["annotations"])
 
 
 def rare_table(exp: str, seeds: list[int], n: int) -> list[str]:
