@@ -14,6 +14,8 @@
 #         its class's top 80 %, so classes the teacher is unsure of (the rare ones) keep their share of the labels
 #   B2h   a second round with hybrid selection: Bh's student labels extra.json again (hybrid), a new student afresh
 #   C     the same pseudo-labels as a pool: strong views, half of every batch (--pseudo-json)
+#   Ch    C with Bh's hybrid labels: the real labels stay half of every batch however large the pool, so a class the
+#         teacher rarely predicts keeps its labelled pixels' weight (B mixes 30 labelled with 320 pseudo: 9 %)
 #   D     C with ST++ stable-image selection (the stable half of the images, by A's earlier checkpoints)
 #   E     online: an EMA teacher labels the weak view of each unlabelled crop (--unlabelled-json)
 #   Ew    E with every pixel kept and each image weighted by its confident share (--semi-confidence weight,
@@ -96,6 +98,10 @@ for s in $SEEDS; do
     train "B2h_s$s" "--seed $s --train-json train.json $EXP/labels2h_s$s/pseudo.json"
   fi
   want "C_s$s" && train "C_s$s" "--seed $s --pseudo-json $EXP/labels_s$s/pseudo.json $SEMI"
+  if want "Ch_s$s"; then
+    labels "$EXP/labels_h_s$s" "$s" "$HYBRID"
+    train "Ch_s$s" "--seed $s --pseudo-json $EXP/labels_h_s$s/pseudo.json $SEMI"
+  fi
   if want "D_s$s"; then
     earlier=$(ls "$EXP/A_s$s"/iter_*.pt 2>/dev/null | sort -V | tr '\n' ' ')
     [ -n "$earlier" ] || { echo "no $EXP/A_s$s/iter_*.pt: D needs A's periodic checkpoints"; exit 1; }

@@ -27,6 +27,7 @@ ARMS = [("A", "labels only"), ("Aplus", "labels only, strong views + batch mix (
         ("Bh", "B, hybrid selection: threshold 0.6 or the class's top 80 %"),
         ("B2h", "second round of Bh: Bh's student labels (hybrid), a new student afresh"),
         ("C", "pseudo-labels as a pool: strong views, half of every batch"),
+        ("Ch", "C with Bh's hybrid labels: real labels half of every batch"),
         ("D", "C with ST++ stable-image selection"), ("E", "online EMA teacher (--unlabelled-json)"),
         ("Ew", "E, images weighted by confidence (--semi-confidence weight)")]
 MARGIN = 0.03
