@@ -12,6 +12,9 @@ from measurements on the demo data, in README "Pseudo-labelling". With --thresho
     python pseudo_label.py ... --threshold-mode class-balanced --keep 0.5     # make pseudo PSEUDO_ARGS="..."
 With --threshold-mode hybrid a pixel is kept if it clears --threshold or is in its class's top --keep share: the global
 rule's labels, and no class below --keep of its pixels (a class the teacher grows unsure of is not erased).
+With --align train.json (distribution alignment, ReMixMatch) each class's probability is first scaled by its labelled
+pixel share over the teacher's mean probability on the images being labelled (a first pass over them), so a class
+the teacher under-predicts (the rare ones, with few labels) gets its pixels back from the common classes.
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from data.classes import CLASSES, IGNORE_INDEX
 from data.coco import CocoSegDataset, DataError
 from data.loader import build_eval_loader
 from engine import dist as D
-from engine.pseudo import ClassBalancedSelector, quantise, stability, stable_subset
+from data.rcs import class_pixel_counts
+from engine.pseudo import ClassBalancedSelector, align, alignment_weights, quantise, stability, stable_subset
 from data.io import atomic_write_text, output_collisions, output_relpath, resolve_json, write_palette_png
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
 from engine.predict import add_inference_args, apply_winograd, forward_padded, inference_settings, tta_accumulate, \
@@ -51,6 +55,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "class keeps less than --keep of its pixels, none fewer than global keeps)")
     p.add_argument("--keep", type=float, default=0.5,
                    help="class-balanced / hybrid: share of each class's pixels kept (at least, for hybrid)")
+    p.add_argument("--align", default=None, metavar="JSON",
+                   help="distribution alignment: scale each class's probability by its labelled pixel share in JSON "
+                        "(the teacher's train.json) over its mean probability on the images being labelled, then "
+                        "select (a first pass over the images; a class with no labelled pixels keeps weight 1)")
     p.add_argument("--stable-ckpts", nargs="+", default=None, metavar="CKPT",
                    help="the teacher's earlier checkpoints (e.g. its iter_N.pt): pseudo.json lists only the "
                         "--stable-share of images whose labels these agree with most (ST++ stable-image selection)")
@@ -129,6 +137,8 @@ def main(args: argparse.Namespace) -> dict:
         rec["mask_file"] = rel  # relative to pseudo.json's folder
         entries.append((index, rec))
 
+    weights = alignment(args, ds, loader, teachers, scales, flip, amp, mode, C, info, dev) if args.align else None
+
     bar = ImageProgress(len(ds), "pseudo-label", info)
     for batch in loader:
         img_b = batch["image"].to(dev, non_blocking=True)  # (B, 3, H, W) uint8
@@ -140,7 +150,7 @@ def main(args: argparse.Namespace) -> dict:
                 continue
             acc = tta_accumulate(teachers, img_b[j:j + 1, :, :h, :w], scales, flip, amp,
                                  compile=args.compile, **mode)
-            labels, maxp = acc.argmax()  # (1, h, w), (1, h, w)
+            labels, maxp = acc.argmax() if weights is None else align(acc.probs(inplace=True), weights)  # (1, h, w)
             labels, maxp = labels[0].long().cpu(), maxp[0].float().cpu()
             if earlier:  # each earlier checkpoint's single-view labels against the final teacher's
                 x = teachers[0].normalize(img_b[j:j + 1, :, :h, :w])  # (1, 3, h, w)
@@ -207,6 +217,10 @@ def main(args: argparse.Namespace) -> dict:
                      "class_thresholds": None if thr is None else [float(t) / 65535 for t in thr.tolist()],
                      "scales": scales, "flip": flip, "test_mode": mode,
                      "sources": [os.path.abspath(j) for j in jsons], "ignored_share": total_ign,
+                     "align": None if weights is None else {
+                         "json": os.path.abspath(resolve_json(args.align, args.data_root)),
+                         "weights": {CLASSES[c] if c < len(CLASSES) else str(c): round(float(w), 5)
+                                     for c, w in enumerate(weights.tolist())}},
                      "stable_ckpts": [os.path.abspath(c) for c in args.stable_ckpts or []] or None,
                      "stable_share": args.stable_share if earlier else None,
                      "stability": {ds.image_ids[k]: round(v, 5) for k, v in sorted(stable.items())} or None,
@@ -226,6 +240,38 @@ def main(args: argparse.Namespace) -> dict:
         report_skips(skipped, "they have no pseudo-label")
     D.cleanup(info)
     return {"ignored_share": total_ign, "per_class": share}
+
+
+def alignment(args, ds, loader, teachers, scales, flip, amp, mode, C, info, dev) -> torch.Tensor:
+    """--align: (C,) distribution-alignment weights from the labelled pixels of args.align and a first pass of the
+    teachers over ds (every rank its shard, summed)."""
+    try:
+        labelled = CocoSegDataset(args.data_root, resolve_json(args.align, args.data_root), verify_images=False)
+    except DataError as e:
+        sys.exit(f"error: --align: {e}")
+    if not labelled.has_labels:
+        sys.exit(f"error: --align {args.align}: no annotations (give the teacher's labelled train.json)")
+    prior = torch.from_numpy(class_pixel_counts(labelled, C).sum(0))  # (C,) labelled pixels per class
+    prob_sum = torch.zeros(C, dtype=torch.float64)
+    bar = ImageProgress(len(ds), "pseudo-label: align (pass 1 of 2)", info)
+    for batch in loader:
+        img_b = batch["image"]  # (B, 3, H, W) uint8
+        sizes = batch.get("sizes") or [tuple(img_b.shape[-2:])] * img_b.shape[0]
+        errors = batch.get("error") or [None] * len(sizes)
+        for j, (h, w) in enumerate(sizes):
+            if not errors[j]:
+                acc = tta_accumulate(teachers, img_b[j:j + 1, :, :h, :w].to(dev), scales, flip, amp,
+                                     compile=args.compile, **mode)
+                prob_sum += acc.probs(inplace=True)[0].sum((1, 2)).double().cpu()  # (C,)
+        bar.update(len(sizes))
+    bar.close()
+    if info.enabled:  # every rank's shard (objects: a CPU tensor cannot go through NCCL)
+        prob_sum = sum(D.gather(prob_sum, info))
+    weights = alignment_weights(prior, prob_sum)
+    if info.is_main:
+        print("distribution alignment (labelled share / predicted share): " + "  ".join(
+            f"{CLASSES[c] if c < len(CLASSES) else c} {float(weights[c]):.2f}" for c in range(C)))
+    return weights
 
 
 if __name__ == "__main__":

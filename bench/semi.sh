@@ -16,6 +16,10 @@
 #   C     the same pseudo-labels as a pool: strong views, half of every batch (--pseudo-json)
 #   Ch    C with Bh's hybrid labels: the real labels stay half of every batch however large the pool, so a class the
 #         teacher rarely predicts keeps its labelled pixels' weight (B mixes 30 labelled with 320 pseudo: 9 %)
+#   Cha   Ch with distribution alignment of the teacher (--align train.json): each class's probability scaled by its
+#         labelled share over the teacher's mean probability on the pool, so the classes it under-predicts get their
+#         pixels back before selection
+#   Bha   Bh with the same aligned labels (mixed uniformly)
 #   D     C with ST++ stable-image selection (the stable half of the images, by A's earlier checkpoints)
 #   E     online: an EMA teacher labels the weak view of each unlabelled crop (--unlabelled-json)
 #   Ew    E with every pixel kept and each image weighted by its confident share (--semi-confidence weight,
@@ -38,6 +42,7 @@ MAKE="${MAKE:-make}"
 SEEDS="${SEEDS:-0 1 2}"
 SEMI="--semi-share 0.5"
 HYBRID="--threshold-mode hybrid --keep 0.8"  # make semi's and make pseudo's default selection
+ALIGN="--align train.json"  # distribution alignment to the labelled class shares
 # the demo recipe's 500 of 3000: A's kept iter_N.pt (the newest 3) are D's earlier checkpoints, also in a smoke test
 CKPT=$(( ${ITERS:-$DEMO_ITERS} / 6 > 0 ? ${ITERS:-$DEMO_ITERS} / 6 : 1 ))
 export PYTHONUNBUFFERED=1
@@ -102,6 +107,9 @@ for s in $SEEDS; do
     labels "$EXP/labels_h_s$s" "$s" "$HYBRID"
     train "Ch_s$s" "--seed $s --pseudo-json $EXP/labels_h_s$s/pseudo.json $SEMI"
   fi
+  if want "Cha_s$s" || want "Bha_s$s"; then labels "$EXP/labels_ha_s$s" "$s" "$HYBRID $ALIGN"; fi
+  want "Cha_s$s" && train "Cha_s$s" "--seed $s --pseudo-json $EXP/labels_ha_s$s/pseudo.json $SEMI"
+  want "Bha_s$s" && train "Bha_s$s" "--seed $s --train-json train.json $EXP/labels_ha_s$s/pseudo.json"
   if want "D_s$s"; then
     earlier=$(ls "$EXP/A_s$s"/iter_*.pt 2>/dev/null | sort -V | tr '\n' ' ')
     [ -n "$earlier" ] || { echo "no $EXP/A_s$s/iter_*.pt: D needs A's periodic checkpoints"; exit 1; }

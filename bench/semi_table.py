@@ -28,6 +28,8 @@ ARMS = [("A", "labels only"), ("Aplus", "labels only, strong views + batch mix (
         ("B2h", "second round of Bh: Bh's student labels (hybrid), a new student afresh"),
         ("C", "pseudo-labels as a pool: strong views, half of every batch"),
         ("Ch", "C with Bh's hybrid labels: real labels half of every batch"),
+        ("Cha", "Ch, the teacher aligned to the labelled class shares (--align)"),
+        ("Bha", "Bh, the teacher aligned to the labelled class shares (--align)"),
         ("D", "C with ST++ stable-image selection"), ("E", "online EMA teacher (--unlabelled-json)"),
         ("Ew", "E, images weighted by confidence (--semi-confidence weight)")]
 MARGIN = 0.03

@@ -81,3 +81,34 @@ def stable_subset(scores: dict, share: float) -> set:
     """The keys of the ceil(share · n) most stable images (ties broken by key, so every rank agrees)."""
     ranked = sorted(scores, key=lambda k: (-scores[k], k))
     return set(ranked[:math.ceil(share * len(ranked) - 1e-9)])
+
+
+def alignment_weights(prior_pixels, prob_sum) -> torch.Tensor:
+    """Distribution alignment (ReMixMatch, Berthelot et al. 2020), per class: (C,) float64 weights
+    w_c = (labelled share of c) / (teacher's mean probability of c over the images being labelled).
+
+    A teacher trained on few labels under-predicts the classes it has seen least: on the imbalanced label-scarce demo
+    its mean probability of Clothing and Metal over the pool is a quarter of their labelled share, so their objects'
+    pixels go to common classes and no selection rule (threshold, CBST, hybrid) can give them back. Scaling each
+    class's probability by w and renormalising (align) moves the teacher's class distribution over the pool to the
+    labelled one, which the pool is assumed to share. A class with no labelled pixels, or none predicted, keeps
+    weight 1: absent from 30 labelled images is not absent from the world.
+    prior_pixels: (C,) labelled pixels per class; prob_sum: (C,) sum over the pool's pixels of the mean probability."""
+    n = torch.as_tensor(prior_pixels, dtype=torch.float64)
+    s = torch.as_tensor(prob_sum, dtype=torch.float64)
+    if n.shape != s.shape or n.dim() != 1:
+        raise ValueError(f"prior {tuple(n.shape)} and probability sums {tuple(s.shape)} must both be (C,)")
+    if n.sum() <= 0 or s.sum() <= 0:
+        raise ValueError("distribution alignment needs labelled pixels and predicted probabilities")
+    prior, model = n / n.sum(), s / s.sum()
+    ok = (prior > 0) & (model > 0)
+    return torch.where(ok, prior / model.clamp_min(1e-300), torch.ones_like(prior))
+
+
+def align(probs: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels (B, H, W) int64, max probability (B, H, W) float32) of probs (B, C, H, W) scaled per class by weights
+    (C,) and renormalised over the classes."""
+    q = probs.float() * weights.to(probs.device, torch.float32).view(1, -1, 1, 1)  # (B, C, H, W)
+    q = q / q.sum(1, keepdim=True).clamp_min(1e-30)
+    maxp, labels = q.max(1)
+    return labels, maxp

@@ -420,6 +420,55 @@ def test_pseudo_label_class_balanced_keeps_each_class_top_share(tmp_path, capsys
     assert info["threshold_mode"] == mode and info["keep"] == 0.3 and len(info["class_thresholds"]) == 11
 
 
+def test_pseudo_label_align_matches_hand_computed_distribution_alignment(tmp_path, capsys, cpu_bf16, demo_data):
+    """pseudo_label.py --align train.json against distribution alignment computed here from the teacher's own fp32
+    probabilities: w_c = labelled share of c (train.json's masks) / mean probability of c over the labelled images,
+    1 for a class with no labelled pixels; labels = argmax of w·p renormalised, kept where that clears --threshold."""
+    import models
+    import pseudo_label
+    from data.coco import CocoSegDataset
+    demo = demo_data(train=2, val=2, test=3, extra=0, size=64, seed=5, fresh=True)
+    torch.manual_seed(0)
+    model = models.build_model("upernet_convnext_demo", 11).eval()
+    ck = str(tmp_path / "model.pt")
+    torch.save({"model": model.state_dict(), "model_name": "upernet_convnext_demo", "num_classes": 11}, ck)
+    src = CocoSegDataset(demo, os.path.join(demo, "test.json"))
+    train = CocoSegDataset(demo, os.path.join(demo, "train.json"))
+    prior = np.zeros(11)
+    for i in range(len(train)):
+        m = train.load_mask(i)
+        prior += np.bincount(m[m != 255].reshape(-1), minlength=11)[:11]
+    with torch.no_grad():
+        probs = [model(model.normalize(torch.from_numpy(src[i]["image"]).permute(2, 0, 1)[None])).softmax(1)[0]
+                 for i in range(len(src))]  # (C, 64, 64) each: one view at the image's own size
+    mean = torch.stack([p.double().sum((1, 2)) for p in probs]).sum(0)  # (C,)
+    share, pred = torch.from_numpy(prior / prior.sum()), mean / mean.sum()
+    w = torch.where(share > 0, share / pred, torch.ones(11, dtype=torch.float64))
+    assert (share == 0).any() and (w[share > 0] - 1).abs().max() > 0.5  # an absent class, and a real reweighting
+    q = [p.double() * w.view(-1, 1, 1) for p in probs]
+    q = [x / x.sum(0, keepdim=True) for x in q]
+    conf = torch.cat([x.max(0).values.reshape(-1) for x in q]).float()
+    lab = torch.cat([x.argmax(0).reshape(-1) for x in q])
+    plain = torch.cat([p.argmax(0).reshape(-1) for p in probs])
+    assert (lab != plain).float().mean() > 0.05  # the alignment moves pixels between classes here
+    thr = float(conf.median())
+    out = tmp_path / "pl"
+    pseudo_label.main(pseudo_label.get_args_parser().parse_args(
+        ["--ckpt", ck, "--data-root", demo, "--json", "test.json", "--out", str(out), "--scales", "64",
+         "--workers", "0", "--amp", "none", "--threshold", str(thr), "--align", "train.json"]))
+    printed = capsys.readouterr().out
+    assert "distribution alignment (labelled share / predicted share)" in printed
+    ds = CocoSegDataset(demo, str(out / "pseudo.json"))
+    got = torch.cat([torch.from_numpy(ds[i]["mask"]).reshape(-1).long() for i in range(len(ds))])
+    kept = got != 255
+    clear = (conf - thr).abs() > 1e-4  # the threshold's own neighbourhood may go either way in float32
+    assert torch.equal(kept[clear], (conf >= thr)[clear])
+    assert torch.equal(got[kept], lab[kept])
+    info = json.load(open(out / "pseudo.json"))["info"]
+    assert info["align"]["json"].endswith("train.json")
+    assert list(info["align"]["weights"].values()) == pytest.approx(w.tolist(), rel=1e-3)
+
+
 def test_makefile_imbalanced_demo_and_pseudo_args(tmp_path):
     """make train DATA_ROOT=demo_imbalanced uses the demo recipe and generates the data; PSEUDO_ARGS reaches
     pseudo_label.py (dry runs: nothing is executed)."""
