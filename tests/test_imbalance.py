@@ -469,6 +469,39 @@ def test_pseudo_label_align_matches_hand_computed_distribution_alignment(tmp_pat
     assert list(info["align"]["weights"].values()) == pytest.approx(w.tolist(), rel=1e-3)
 
 
+def test_pseudo_label_align_two_ranks_equal_one(tmp_path, demo_data):
+    """torchrun, 2 ranks with DataLoader workers: each rank's first pass sums its shard's probabilities and the ranks
+    share them, so --align (with hybrid selection's class thresholds, also over every rank) writes the same labels and
+    weights as one process."""
+    import cv2
+    import models
+    demo = demo_data(train=2, val=2, test=5, extra=0, size=64, seed=7, fresh=True)
+    torch.manual_seed(1)
+    model = models.build_model("upernet_convnext_demo", 11).eval()
+    ck = str(tmp_path / "model.pt")
+    torch.save({"model": model.state_dict(), "model_name": "upernet_convnext_demo", "num_classes": 11}, ck)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["pseudo_label.py", "--ckpt", ck, "--data-root", demo, "--json", "test.json", "--workers", "1",
+              "--amp", "none", "--flip", "--threshold-mode", "hybrid", "--keep", "0.5", "--align", "train.json"]
+    tr = [os.path.join(os.path.dirname(PY), "torchrun"), "--standalone", "--nproc_per_node", "2"]
+    outs = {}
+    for name, launcher in (("one", [PY]), ("two", tr)):
+        out = tmp_path / name
+        r = subprocess.run([*launcher, *common, "--out", str(out)], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.count("distribution alignment") == 1  # printed by rank 0 only
+        outs[name] = json.load(open(out / "pseudo.json"))
+        outs[name]["masks"] = [cv2.imread(str(out / im["mask_file"]), cv2.IMREAD_UNCHANGED)
+                               for im in outs[name]["images"]]
+    one, two = outs["one"], outs["two"]
+    assert [im["file_name"] for im in one["images"]] == [im["file_name"] for im in two["images"]]
+    assert len(one["masks"]) == 5 and all(np.array_equal(a, b) for a, b in zip(one["masks"], two["masks"]))
+    w1, w2 = one["info"]["align"]["weights"], two["info"]["align"]["weights"]
+    assert w1.keys() == w2.keys() and all(w1[k] == pytest.approx(w2[k], rel=1e-6) for k in w1)
+    assert max(abs(v - 1) for v in w1.values()) > 0.1
+
+
 def test_makefile_imbalanced_demo_and_pseudo_args(tmp_path):
     """make train DATA_ROOT=demo_imbalanced uses the demo recipe and generates the data; PSEUDO_ARGS reaches
     pseudo_label.py (dry runs: nothing is executed)."""
