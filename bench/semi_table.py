@@ -29,6 +29,7 @@ ARMS = [("A", "labels only"), ("Aplus", "labels only, strong views + batch mix (
         ("C", "pseudo-labels as a pool: strong views, half of every batch"),
         ("Ch", "C with Bh's hybrid labels: real labels half of every batch"),
         ("Cha", "Ch, the teacher aligned to the labelled class shares (--align)"),
+        ("Chaw", "Cha with weak views only (every --aug-strong-* 0)"),
         ("Bha", "Bh, the teacher aligned to the labelled class shares (--align)"),
         ("D", "C with ST++ stable-image selection"), ("E", "online EMA teacher (--unlabelled-json)"),
         ("Ew", "E, images weighted by confidence (--semi-confidence weight)")]
