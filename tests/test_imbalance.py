@@ -354,19 +354,25 @@ def test_report_iou_bars_are_rarest_first(monkeypatch):
     assert seen["labels"][0] == "Background" and seen["values"][0] == 0.9
 
 
+def _random_teacher(tmp_path, seed: int):
+    """A randomly initialised demo model in eval mode and its checkpoint, as pseudo_label.py loads one."""
+    import models
+    torch.manual_seed(seed)
+    model = models.build_model("upernet_convnext_demo", 11).eval()
+    ck = str(tmp_path / "model.pt")
+    torch.save({"model": model.state_dict(), "model_name": "upernet_convnext_demo", "num_classes": 11}, ck)
+    return model, ck
+
+
 @pytest.mark.parametrize("mode", ["class-balanced", "hybrid"])
 def test_pseudo_label_class_balanced_keeps_each_class_top_share(tmp_path, capsys, cpu_bf16, demo_data, mode):
     """pseudo_label.py --threshold-mode class-balanced (each class's top --keep share) and hybrid (that, or a
     confidence clearing --threshold) against the teacher's own fp32 probabilities, computed here (--amp none pins
     fp32 on every CPU)."""
-    import models
     import pseudo_label
     from data.coco import CocoSegDataset
     demo = demo_data(train=2, val=2, test=3, extra=0, size=64, seed=5, fresh=True)
-    torch.manual_seed(0)
-    model = models.build_model("upernet_convnext_demo", 11).eval()
-    ck = str(tmp_path / "model.pt")
-    torch.save({"model": model.state_dict(), "model_name": "upernet_convnext_demo", "num_classes": 11}, ck)
+    model, ck = _random_teacher(tmp_path, 0)
     src = CocoSegDataset(demo, os.path.join(demo, "test.json"))
     conf, lab = [], []
     with torch.no_grad():
@@ -424,14 +430,10 @@ def test_pseudo_label_align_matches_hand_computed_distribution_alignment(tmp_pat
     """pseudo_label.py --align train.json against distribution alignment computed here from the teacher's own fp32
     probabilities: w_c = labelled share of c (train.json's masks) / mean probability of c over the labelled images,
     1 for a class with no labelled pixels; labels = argmax of w·p renormalised, kept where that clears --threshold."""
-    import models
     import pseudo_label
     from data.coco import CocoSegDataset
     demo = demo_data(train=2, val=2, test=3, extra=0, size=64, seed=5, fresh=True)
-    torch.manual_seed(0)
-    model = models.build_model("upernet_convnext_demo", 11).eval()
-    ck = str(tmp_path / "model.pt")
-    torch.save({"model": model.state_dict(), "model_name": "upernet_convnext_demo", "num_classes": 11}, ck)
+    model, ck = _random_teacher(tmp_path, 0)
     src = CocoSegDataset(demo, os.path.join(demo, "test.json"))
     train = CocoSegDataset(demo, os.path.join(demo, "train.json"))
     prior = np.zeros(11)
@@ -474,12 +476,8 @@ def test_pseudo_label_align_two_ranks_equal_one(tmp_path, demo_data):
     share them, so --align (with hybrid selection's class thresholds, also over every rank) writes the same labels and
     weights as one process."""
     import cv2
-    import models
     demo = demo_data(train=2, val=2, test=5, extra=0, size=64, seed=7, fresh=True)
-    torch.manual_seed(1)
-    model = models.build_model("upernet_convnext_demo", 11).eval()
-    ck = str(tmp_path / "model.pt")
-    torch.save({"model": model.state_dict(), "model_name": "upernet_convnext_demo", "num_classes": 11}, ck)
+    _, ck = _random_teacher(tmp_path, 1)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["pseudo_label.py", "--ckpt", ck, "--data-root", demo, "--json", "test.json", "--workers", "1",
               "--amp", "none", "--flip", "--threshold-mode", "hybrid", "--keep", "0.5", "--align", "train.json"]
