@@ -144,17 +144,23 @@ pseudo: $(STAMP) ext $(DATA_DEP)
 # recipe on UNLABELLED (COCO image lists and/or folders of photos, relative to DATA_ROOT unless they exist as given)
 # and its control, then one line: "semi-supervised vs control: X vs Y (gain +Z)". TRAIN_ARGS is the shared recipe
 # (both arms, and the teacher), SEMI_ARGS the semi-supervised flags of the recipe chosen by SEMI_RECIPE:
-#   offline (the default: the label-scarce table's best, README): the control trains on the labels alone and is the
-#     teacher; pseudo_label.py labels the pool with TTA (SEMI_ARGS: its flags, hybrid selection by default); a student
-#     trains afresh on the labels and the pseudo-labels, with the control's recipe and seed.
+#   offline (the default: the label-scarce table's best, arm Chaw, README): the control trains on the labels alone and
+#     is the teacher; pseudo_label.py labels the pool with TTA (SEMI_ARGS: its flags; by default hybrid selection
+#     after distribution alignment to train.json's class shares, so the classes the teacher under-predicts keep
+#     their pixels); a student trains afresh with the control's recipe and seed, the pseudo-labels as a pool
+#     (SEMI_STUDENT_ARGS: train.py's flags; by default exactly half of every batch, so the real labels keep half the
+#     weight however large the pool, with the labelled images' own augmentation: the strong views cost the demo's
+#     rare classes on both label-scarce splits).
 #   online: an EMA teacher labels each crop on the fly (SEMI_ARGS: train.py's --semi-* flags); the control has the
 #     same strong augmentation and batch mix with its own labelled set as the pool.
 UNLABELLED ?= $(if $(DATA_DEP),extra.json)
 SEMI_RECIPE ?= offline
+WEAK_VIEWS := --aug-strong-color 0 --aug-strong-gray 0 --aug-strong-blur 0 --aug-strong-cutout 0 --aug-strong-cutmix 0
 ifeq ($(SEMI_RECIPE),online)
 SEMI_ARGS ?= --semi-share 0.5 --semi-threshold 0.95 --ema-momentum 0.99
 else
-SEMI_ARGS ?= $(HYBRID_SELECTION)
+SEMI_ARGS ?= $(HYBRID_SELECTION) --align train.json
+SEMI_STUDENT_ARGS ?= --semi-share 0.5 $(WEAK_VIEWS)
 endif
 semi: $(STAMP) ext $(DATA_DEP)
 	case "$(SEMI_RECIPE)" in offline|online) ;; *) echo "SEMI_RECIPE must be offline or online, got '$(SEMI_RECIPE)'"; exit 2;; esac
@@ -171,7 +177,7 @@ else
 	$(RUN) pseudo_label.py --ckpt $(EXP)/control/best.pt --data-root $(DATA_ROOT) --json $(EXP)/unlabelled.json \
 	  --tta --out $(EXP)/pseudo $(SEMI_ARGS)
 	$(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) --out $(EXP)/semi \
-	  --train-json train.json $(EXP)/pseudo/pseudo.json $(TRAIN_ARGS) $(ARGS)
+	  --pseudo-json $(EXP)/pseudo/pseudo.json $(SEMI_STUDENT_ARGS) $(TRAIN_ARGS) $(ARGS)
 endif
 	$(PY) -m engine.summary --versus semi-supervised $(EXP)/semi $(EXP)/control
 

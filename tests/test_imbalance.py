@@ -522,9 +522,16 @@ def test_makefile_imbalanced_demo_and_pseudo_args(tmp_path):
         out = dry("pseudo", "EXP=" + str(tmp_path / "x"), "ROUNDS=1", *init)
         assert "--init" not in out and "_control" not in out and "round0; done" in out
         assert "--threshold-mode hybrid --keep 0.8" in out  # the label-scarce table's selection
-    for recipe, want in (("offline", True), ("online", False)):  # make semi: hybrid selection for offline labels
+    for recipe, want in (("offline", True), ("online", False)):  # make semi: the table's best offline arm, Chaw
         out = dry("semi", "EXP=" + str(tmp_path / "x"), "UNLABELLED=extra.json", "SEMI_RECIPE=" + recipe)
-        assert ("--threshold-mode hybrid --keep 0.8" in out) == want
+        assert ("--threshold-mode hybrid --keep 0.8 --align train.json" in out) == want  # aligned hybrid labels
+        student = [ln for ln in out.splitlines() if "--pseudo-json" in ln]  # the labels as a pool, weak views
+        assert bool(student) == want and all("--semi-share 0.5 --aug-strong-color 0 --aug-strong-gray 0 "
+                                             "--aug-strong-blur 0 --aug-strong-cutout 0 --aug-strong-cutmix 0" in ln
+                                             for ln in student)
+    out = dry("semi", "EXP=" + str(tmp_path / "x"), "UNLABELLED=extra.json", "SEMI_STUDENT_ARGS=--semi-share 0.25",
+              "TRAIN_ARGS=--iters 7")  # the recipe and the student's flags are separate: neither drops the other
+    assert "--semi-share 0.25 --iters 7" in out and "--align train.json" in out and "--aug-strong" not in out
 
 
 def _fake_run(root, name, iters, miou, iou, finished=True):

@@ -328,7 +328,8 @@ def test_make_semi_with_control(demo, tmp_path, recipe):
              "--ckpt-interval 2 --warmup-iters 1")
     r = subprocess.run(["make", "-s", "semi", f"DATA_ROOT={demo}", f"EXP={tmp_path}/s", f"TRAIN_ARGS={train}",
                         f"UNLABELLED=test.json {photos}", f"SEMI_RECIPE={recipe}"]
-                       + (["SEMI_ARGS=--workers 0 --threshold 0.5"] if recipe == "offline" else []),
+                       + (["SEMI_ARGS=--workers 0 --threshold-mode hybrid --keep 0.8 --align train.json"]
+                          if recipe == "offline" else []),
                        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     semi, ctl = (json.load(open(tmp_path / "s" / x / "args.json")) for x in ("semi", "control"))
@@ -340,10 +341,13 @@ def test_make_semi_with_control(demo, tmp_path, recipe):
         assert semi["semi_share"] == ctl["semi_share"] == 0.5
     else:
         labels = tmp_path / "s" / "pseudo" / "pseudo.json"
-        assert semi["train_json"][1:] == [str(labels)] and ctl["train_json"] == semi["train_json"][:1]
-        assert os.path.basename(ctl["train_json"][0]) == "train.json"
-        assert not semi.get("init") and not ctl["labelled_pool"]
-        assert len(json.load(open(labels))["images"]) == 4  # every pool image, photos outside the root included
+        assert semi["pseudo_json"] == [str(labels)] and ctl["train_json"] == semi["train_json"]
+        assert os.path.basename(ctl["train_json"][0]) == "train.json" and not ctl["pseudo_json"]
+        assert not semi.get("init") and not ctl["labelled_pool"] and semi["semi_share"] == 0.5
+        assert all(semi[f"aug_strong_{k}"] == 0 for k in ("color", "gray", "blur", "cutout", "cutmix"))
+        info = json.load(open(labels))
+        assert len(info["images"]) == 4  # every pool image, photos outside the root included
+        assert info["info"]["align"]["json"].endswith("train.json"), info["info"]
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("semi-supervised vs control: ") and "(gain " in last, last
     if recipe == "offline":
