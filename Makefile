@@ -149,8 +149,9 @@ pseudo: $(STAMP) ext $(DATA_DEP)
 #     after distribution alignment to train.json's class shares, so the classes the teacher under-predicts keep
 #     their pixels); a student trains afresh with the control's recipe and seed, the pseudo-labels as a pool
 #     (SEMI_STUDENT_ARGS: train.py's flags; by default exactly half of every batch, so the real labels keep half the
-#     weight however large the pool, with the labelled images' own augmentation: the strong views cost the demo's
-#     rare classes on both label-scarce splits).
+#     weight however large the pool) with the labelled images' own augmentation (SEMI_VIEWS=weak; strong adds
+#     UniMatch's colour jitter, grayscale, blur, CutOut and CutMix, which cost the demo's rare classes on both
+#     label-scarce splits).
 #   online: an EMA teacher labels each crop on the fly (SEMI_ARGS: train.py's --semi-* flags); the control has the
 #     same strong augmentation and batch mix with its own labelled set as the pool.
 UNLABELLED ?= $(if $(DATA_DEP),extra.json)
@@ -160,10 +161,12 @@ ifeq ($(SEMI_RECIPE),online)
 SEMI_ARGS ?= --semi-share 0.5 --semi-threshold 0.95 --ema-momentum 0.99
 else
 SEMI_ARGS ?= $(HYBRID_SELECTION) --align train.json
-SEMI_STUDENT_ARGS ?= --semi-share 0.5 $(WEAK_VIEWS)
+SEMI_STUDENT_ARGS ?= --semi-share 0.5
+SEMI_VIEWS ?= weak
 endif
 semi: $(STAMP) ext $(DATA_DEP)
 	case "$(SEMI_RECIPE)" in offline|online) ;; *) echo "SEMI_RECIPE must be offline or online, got '$(SEMI_RECIPE)'"; exit 2;; esac
+	case "$(SEMI_VIEWS)" in weak|strong|"") ;; *) echo "SEMI_VIEWS must be weak or strong, got '$(SEMI_VIEWS)'"; exit 2;; esac
 	test -n "$(UNLABELLED)" || { echo 'usage: make semi UNLABELLED="extra.json photos/ ..." [DATA_ROOT=... EXP=...]'; exit 2; }
 	$(PY) -m data.semi pool $(UNLABELLED) --data-root $(DATA_ROOT) --out $(EXP)/unlabelled.json \
 	  --val-json val.json --labelled-json train.json
@@ -177,7 +180,8 @@ else
 	$(RUN) pseudo_label.py --ckpt $(EXP)/control/best.pt --data-root $(DATA_ROOT) --json $(EXP)/unlabelled.json \
 	  --tta --out $(EXP)/pseudo $(SEMI_ARGS)
 	$(RUN) train.py --model $(MODEL) --data-root $(DATA_ROOT) --out $(EXP)/semi \
-	  --pseudo-json $(EXP)/pseudo/pseudo.json $(SEMI_STUDENT_ARGS) $(TRAIN_ARGS) $(ARGS)
+	  --pseudo-json $(EXP)/pseudo/pseudo.json $(if $(filter weak,$(SEMI_VIEWS)),$(WEAK_VIEWS)) $(SEMI_STUDENT_ARGS) \
+	  $(TRAIN_ARGS) $(ARGS)
 endif
 	$(PY) -m engine.summary --versus semi-supervised $(EXP)/semi $(EXP)/control
 

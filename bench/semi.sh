@@ -20,14 +20,14 @@
 #         labelled share over the teacher's mean probability on the pool, so the classes it under-predicts get their
 #         pixels back before selection
 #   Bha   Bh with the same aligned labels (mixed uniformly)
-#   Chaw  Cha with weak views only (every --aug-strong-* 0): the pool arms' strong views, not their labels, may be
-#         what costs a class with few labels (run only when named in ROWS)
+#   Chaw  Cha with weak views only (every --aug-strong-* 0): make semi's offline recipe (the pool arms' strong
+#         views, not their labels, cost the classes with few labels)
 #   D     C with ST++ stable-image selection (the stable half of the images, by A's earlier checkpoints)
 #   E     online: an EMA teacher labels the weak view of each unlabelled crop (--unlabelled-json)
 #   Ew    E with every pixel kept and each image weighted by its confident share (--semi-confidence weight,
 #         DAFormer); run only when named in ROWS (ROWS="Ew_s0 Ew_s1 Ew_s2")
 #
-#   make semi-table                                   # all arms, seeds 0-2 (21 runs: ~7 min each on 2 idle cores)
+#   make semi-table                                   # all arms, seeds 0-2 (39 runs: ~7 min each on 2 idle cores)
 #   OMP_NUM_THREADS=1 ROWS="A_s0 E_s0" bash bench/semi.sh   # these runs only: two lanes of disjoint rows side by side
 #   make semi-table ITERS=300                         # smoke test of the whole path: its figures mean nothing
 #   RECIPE_ARGS=--balance EXP=runs/semi_imb_bal DATA=demo_imb_scarce bash bench/semi.sh   # flags every arm shares
@@ -109,11 +109,11 @@ for s in $SEEDS; do
     labels "$EXP/labels_h_s$s" "$s" "$HYBRID"
     train "Ch_s$s" "--seed $s --pseudo-json $EXP/labels_h_s$s/pseudo.json $SEMI"
   fi
-  if want "Cha_s$s" || want "Bha_s$s" || [[ " ${ROWS:-} " == *" Chaw_s$s "* ]]; then
+  if want "Cha_s$s" || want "Bha_s$s" || want "Chaw_s$s"; then
     labels "$EXP/labels_ha_s$s" "$s" "$HYBRID $ALIGN"
   fi
   want "Cha_s$s" && train "Cha_s$s" "--seed $s --pseudo-json $EXP/labels_ha_s$s/pseudo.json $SEMI"
-  [[ " ${ROWS:-} " == *" Chaw_s$s "* ]] && train "Chaw_s$s" "--seed $s --pseudo-json $EXP/labels_ha_s$s/pseudo.json $SEMI \
+  want "Chaw_s$s" && train "Chaw_s$s" "--seed $s --pseudo-json $EXP/labels_ha_s$s/pseudo.json $SEMI \
     --aug-strong-color 0 --aug-strong-gray 0 --aug-strong-blur 0 --aug-strong-cutout 0 --aug-strong-cutmix 0"
   want "Bha_s$s" && train "Bha_s$s" "--seed $s --train-json train.json $EXP/labels_ha_s$s/pseudo.json"
   if want "D_s$s"; then

@@ -526,12 +526,15 @@ def test_makefile_imbalanced_demo_and_pseudo_args(tmp_path):
         out = dry("semi", "EXP=" + str(tmp_path / "x"), "UNLABELLED=extra.json", "SEMI_RECIPE=" + recipe)
         assert ("--threshold-mode hybrid --keep 0.8 --align train.json" in out) == want  # aligned hybrid labels
         student = [ln for ln in out.splitlines() if "--pseudo-json" in ln]  # the labels as a pool, weak views
-        assert bool(student) == want and all("--semi-share 0.5 --aug-strong-color 0 --aug-strong-gray 0 "
-                                             "--aug-strong-blur 0 --aug-strong-cutout 0 --aug-strong-cutmix 0" in ln
+        assert bool(student) == want and all("--aug-strong-color 0 --aug-strong-gray 0 --aug-strong-blur 0 "
+                                             "--aug-strong-cutout 0 --aug-strong-cutmix 0 --semi-share 0.5" in ln
                                              for ln in student)
+    # the recipe, the student's flags and its views are separate variables: setting one drops none of the others
     out = dry("semi", "EXP=" + str(tmp_path / "x"), "UNLABELLED=extra.json", "SEMI_STUDENT_ARGS=--semi-share 0.25",
-              "TRAIN_ARGS=--iters 7")  # the recipe and the student's flags are separate: neither drops the other
-    assert "--semi-share 0.25 --iters 7" in out and "--align train.json" in out and "--aug-strong" not in out
+              "TRAIN_ARGS=--iters 7")
+    assert "--aug-strong-cutmix 0 --semi-share 0.25" in out and "--iters 7" in out and "--align train.json" in out
+    out = dry("semi", "EXP=" + str(tmp_path / "x"), "UNLABELLED=extra.json", "SEMI_VIEWS=strong")
+    assert "--pseudo-json" in out and "--aug-strong" not in out and "--semi-share 0.5" in out
 
 
 def _fake_run(root, name, iters, miou, iou, finished=True):

@@ -358,6 +358,9 @@ def test_make_semi_with_control(demo, tmp_path, recipe):
     r = subprocess.run(["make", "-s", "semi", f"DATA_ROOT={demo}", f"EXP={tmp_path}/w", "SEMI_RECIPE=fixmatch",
                         "UNLABELLED=test.json"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "SEMI_RECIPE must be offline or online" in r.stdout + r.stderr
+    r = subprocess.run(["make", "-s", "semi", f"DATA_ROOT={demo}", f"EXP={tmp_path}/w", "SEMI_VIEWS=weakest",
+                        "UNLABELLED=test.json"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "SEMI_VIEWS must be weak or strong" in r.stdout + r.stderr
 
 
 def test_stability_by_hand():
