@@ -43,10 +43,11 @@ DATA_DEP :=
 TRAIN_ARGS ?= $(if $(ITERS),--iters $(ITERS))
 PSEUDO_JSON ?= test.json
 endif
-# pseudo_label.py's label selection. The default, hybrid (a pixel clearing 0.6 or in its class's top 80 %), is the
-# label-scarce table's best (arm Bh, README "Semi-supervised training"): a global threshold alone erases the classes
-# the teacher is unsure of, round after round. PSEUDO_ARGS="--threshold 0.6" is the global rule, "--threshold-mode
-# class-balanced --keep 0.5" CBST.
+# make pseudo's label selection. The default, hybrid (a pixel clearing 0.6 or in its class's top 80 %), is the
+# label-scarce table's best of the arms that mix labels and pseudo-labels uniformly, as make pseudo's rounds do (arm
+# Bh, README "Semi-supervised training"): a global threshold alone erases the classes the teacher is unsure of, round
+# after round. PSEUDO_ARGS="--threshold 0.6" is the global rule, "--threshold-mode class-balanced --keep 0.5" CBST,
+# "... --align train.json" adds distribution alignment (make semi's recipe: with few labels, not for rounds).
 HYBRID_SELECTION := --threshold-mode hybrid --keep 0.8
 PSEUDO_ARGS ?= $(HYBRID_SELECTION)
 FOLDS ?= 5
