@@ -140,32 +140,25 @@ def main(args: argparse.Namespace) -> dict:
     weights = alignment(args, ds, loader, teachers, scales, flip, amp, mode, C, info, dev) if args.align else None
 
     bar = ImageProgress(len(ds), "pseudo-label", info)
-    for batch in loader:
-        img_b = batch["image"].to(dev, non_blocking=True)  # (B, 3, H, W) uint8
-        sizes = batch.get("sizes") or [tuple(img_b.shape[-2:])] * img_b.shape[0]
-        errors = batch.get("error") or [None] * len(sizes)
-        for j, (h, w) in enumerate(sizes):
-            if errors[j]:  # a worker could not load it (--skip-invalid): no label rather than a wrong one
-                skipped.append(errors[j])
-                continue
-            acc = tta_accumulate(teachers, img_b[j:j + 1, :, :h, :w], scales, flip, amp,
-                                 compile=args.compile, **mode)
-            labels, maxp = acc.argmax() if weights is None else align(acc.probs(inplace=True), weights)  # (1, h, w)
-            labels, maxp = labels[0].long().cpu(), maxp[0].float().cpu()
-            if earlier:  # each earlier checkpoint's single-view labels against the final teacher's
-                x = teachers[0].normalize(img_b[j:j + 1, :, :h, :w])  # (1, 3, h, w)
-                with torch.no_grad():
-                    preds = [forward_padded(m, x, amp).argmax(1)[0].cpu() for m in earlier]  # (h, w) each
-                stable[batch["index"][j]] = stability(labels, preds, C)
-            if cbst is None:
-                write(labels, maxp < args.threshold, batch["image_id"][j], batch["index"][j])
-            else:
-                q = quantise(maxp)  # (h, w)
-                cbst.add(labels, q)
-                held.append((labels.to(torch.uint8), q.numpy().astype(np.uint16), batch["image_id"][j],
-                             batch["index"][j], (maxp >= args.threshold).numpy() if hybrid else None))
-        bar.update(len(sizes))
-    bar.close()
+    for index, iid, img, acc, error in teacher_views(loader, teachers, scales, flip, amp, mode, args.compile, dev,
+                                                     bar):
+        if error:  # a worker could not load it (--skip-invalid): no label rather than a wrong one
+            skipped.append(error)
+            continue
+        labels, maxp = acc.argmax() if weights is None else align(acc.probs(inplace=True), weights)  # (1, h, w)
+        labels, maxp = labels[0].long().cpu(), maxp[0].float().cpu()
+        if earlier:  # each earlier checkpoint's single-view labels against the final teacher's
+            x = teachers[0].normalize(img)  # (1, 3, h, w)
+            with torch.no_grad():
+                preds = [forward_padded(m, x, amp).argmax(1)[0].cpu() for m in earlier]  # (h, w) each
+            stable[index] = stability(labels, preds, C)
+        if cbst is None:
+            write(labels, maxp < args.threshold, iid, index)
+        else:
+            q = quantise(maxp)  # (h, w)
+            cbst.add(labels, q)
+            held.append((labels.to(torch.uint8), q.numpy().astype(np.uint16), iid, index,
+                         (maxp >= args.threshold).numpy() if hybrid else None))
     skipped = ds.skipped + gather_lists(skipped, info)
     thr = None
     if cbst is not None:
@@ -242,6 +235,25 @@ def main(args: argparse.Namespace) -> dict:
     return {"ignored_share": total_ign, "per_class": share}
 
 
+def teacher_views(loader, teachers, scales, flip, amp, mode, compile, dev, bar):
+    """Every image of the loader through the teachers' TTA, one at a time at its own size: yields (dataset index,
+    image id, image (1, 3, h, w) uint8 on dev, accumulator, None), or (index, id, None, None, error) for an image a
+    loader worker could not read (--skip-invalid). Advances and closes bar."""
+    for batch in loader:
+        img_b = batch["image"].to(dev, non_blocking=True)  # (B, 3, H, W) uint8, padded to the largest
+        sizes = batch.get("sizes") or [tuple(img_b.shape[-2:])] * img_b.shape[0]
+        errors = batch.get("error") or [None] * len(sizes)
+        for j, (h, w) in enumerate(sizes):
+            index, iid = batch["index"][j], batch["image_id"][j]
+            if errors[j]:
+                yield index, iid, None, None, errors[j]
+                continue
+            img = img_b[j:j + 1, :, :h, :w]  # (1, 3, h, w)
+            yield index, iid, img, tta_accumulate(teachers, img, scales, flip, amp, compile=compile, **mode), None
+        bar.update(len(sizes))
+    bar.close()
+
+
 def alignment(args, ds, loader, teachers, scales, flip, amp, mode, C, info, dev) -> torch.Tensor:
     """--align: (C,) distribution-alignment weights from the labelled pixels of args.align and a first pass of the
     teachers over ds (every rank its shard, summed)."""
@@ -254,17 +266,9 @@ def alignment(args, ds, loader, teachers, scales, flip, amp, mode, C, info, dev)
     prior = torch.from_numpy(class_pixel_counts(labelled, C).sum(0))  # (C,) labelled pixels per class
     prob_sum = torch.zeros(C, dtype=torch.float64)
     bar = ImageProgress(len(ds), "pseudo-label: align (pass 1 of 2)", info)
-    for batch in loader:
-        img_b = batch["image"]  # (B, 3, H, W) uint8
-        sizes = batch.get("sizes") or [tuple(img_b.shape[-2:])] * img_b.shape[0]
-        errors = batch.get("error") or [None] * len(sizes)
-        for j, (h, w) in enumerate(sizes):
-            if not errors[j]:
-                acc = tta_accumulate(teachers, img_b[j:j + 1, :, :h, :w].to(dev), scales, flip, amp,
-                                     compile=args.compile, **mode)
-                prob_sum += acc.probs(inplace=True)[0].sum((1, 2)).double().cpu()  # (C,)
-        bar.update(len(sizes))
-    bar.close()
+    for _, _, _, acc, error in teacher_views(loader, teachers, scales, flip, amp, mode, args.compile, dev, bar):
+        if not error:  # skipped images are counted by the labelling pass
+            prob_sum += acc.probs(inplace=True)[0].sum((1, 2)).double().cpu()  # (C,)
     if info.enabled:  # every rank's shard (objects: a CPU tensor cannot go through NCCL)
         prob_sum = sum(D.gather(prob_sum, info))
     weights = alignment_weights(prior, prob_sum)
