@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         if len(a.runs) != 2:
             p.error(f"--versus: two runs (a run and its control), got {len(a.runs)}")
         (_, x), (_, y) = scores(a.runs[0]), scores(a.runs[1])
+        if x <= y:  # e.g. plentiful labels on a short schedule: half of every batch then costs labelled samples
+            print(f"the control scores as high or higher: carry on with {os.path.join(a.runs[1], 'best.pt')} "
+                  f"(README \"Semi-supervised training\": where the gain vanishes)")
         print(f"{a.versus} vs control: {x:.4f} vs {y:.4f} (gain {x - y:+.4f})")
         return
     ctl_head = f" | {'control best':>12} | {'gain':>8}" if a.controls is not None else ""

@@ -289,6 +289,13 @@ def test_summary_table(tmp_path, capsys):
     assert "0.8000 |  -0.1000 |" in capsys.readouterr().out.replace("(no gain", "")
     with pytest.raises(SystemExit):  # one control per run
         summary([str(tmp_path / "fold0"), str(tmp_path / "fold1"), "--controls", "-"])
+    # make semi's last line: final (not best) mIoU, 0.6 vs 0.8; a losing arm first names the control's checkpoint
+    summary(["--versus", "semi-supervised", str(tmp_path / "fold0"), str(tmp_path / "fold1")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "semi-supervised vs control: 0.6000 vs 0.8000 (gain -0.2000)"
+    assert len(lines) == 2 and str(tmp_path / "fold1" / "best.pt") in lines[0]
+    summary(["--versus", "semi-supervised", str(tmp_path / "fold1"), str(tmp_path / "fold0")])
+    assert capsys.readouterr().out.splitlines() == ["semi-supervised vs control: 0.8000 vs 0.6000 (gain +0.2000)"]
 
 
 @pytest.mark.heavy
