@@ -31,8 +31,8 @@ from data.submission import (OrderedSubmission, SubmissionError, expected_ids, f
                              validate)
 from engine import dist as D
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
-from engine.predict import (add_inference_args, apply_winograd, inference_settings, int8_model, tta_accumulate,
-                            tta_views)
+from engine.predict import (add_inference_args, apply_cpu_bf16, apply_winograd, inference_settings, int8_model,
+                            tta_accumulate, tta_views)
 from models import quant
 
 
@@ -42,8 +42,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default="demo_data")
     p.add_argument("--json", default="test.json", help="relative to --data-root unless it exists as given")
     p.add_argument("--out", default=None, help="submission CSV (default: next to the checkpoint); '' for none")
-    add_inference_args(p)  # views, --mode, --batch-size, --workers, --amp, --compile, --winograd, --device
-    p.add_argument("--channels-last", action="store_true")
+    add_inference_args(p)  # views, --mode, --batch-size, --workers, --amp, --compile, --winograd,
+    # --channels-last, --device
     p.add_argument("--int8", action="store_true",
                    help="CPU: int8 post-training quantization (needs torchao), calibrated on the first --int8-calib "
                         "images of --json and compiled ahead of time for this CPU (minutes), then every view runs it")
@@ -78,7 +78,8 @@ def main(args: argparse.Namespace) -> dict:
         why = ("the device is not the CPU" if dev.type != "cpu" else f"--amp {amp}: int8 runs without autocast"
                if amp != "none" else "--compile: the int8 program is compiled already" if args.compile else
                "--winograd on: the int8 program has its own convolutions" if args.winograd == "on" else
-               "--channels-last: the int8 program picks its own layouts" if args.channels_last else quant.available())
+               "--channels-last: the int8 program picks its own layouts" if args.channels_last == "on" else
+               quant.available())
         if why:
             sys.exit(f"error: --int8: {why}")
         args.winograd = "off"
@@ -89,7 +90,8 @@ def main(args: argparse.Namespace) -> dict:
         model = models.load_model(args.ckpt, map_location="cpu").to(dev).eval()
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
         sys.exit(f"error: {args.ckpt}: {e}")
-    if args.channels_last:
+    channels_last = apply_cpu_bf16([model], args, dev, amp) or args.channels_last == "on"
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     apply_winograd([model], args, dev, amp)
     try:
@@ -144,10 +146,10 @@ def main(args: argparse.Namespace) -> dict:
                         cm_single.add_(ops.confusion_matrix(logits, mask, C))
                         seen_native.append(True)
 
-                acc = tta_accumulate([model], img, scales, flip, amp, args.channels_last, on_view=on_view,
+                acc = tta_accumulate([model], img, scales, flip, amp, channels_last, on_view=on_view,
                                      compile=args.compile, **mode)
                 if args.eval and not seen_native:  # no native-size view among the scales: run one
-                    tta_accumulate([model], img, [None], False, amp, args.channels_last, on_view=on_view,
+                    tta_accumulate([model], img, [None], False, amp, channels_last, on_view=on_view,
                                    compile=args.compile, **mode)
                 labels, _ = acc.argmax()  # (b, h, w)
                 if args.eval:

@@ -35,8 +35,8 @@ from data.rcs import class_pixel_counts
 from engine.pseudo import ClassBalancedSelector, align, alignment_weights, quantise, stability, stable_subset
 from data.io import atomic_write_text, output_collisions, output_relpath, resolve_json, write_palette_png
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
-from engine.predict import add_inference_args, apply_winograd, forward_padded, inference_settings, tta_accumulate, \
-    tta_views
+from engine.predict import add_inference_args, apply_cpu_bf16, apply_winograd, forward_padded, inference_settings, \
+    tta_accumulate, tta_views
 
 DEFAULT_THRESHOLD = 0.6  # README "Pseudo-labelling": the kept-label mIoU peaks here on held-out data
 
@@ -97,6 +97,10 @@ def main(args: argparse.Namespace) -> dict:
             sys.exit(f"error: --stable-ckpts {c}: {e}")
     if not 0.0 < args.stable_share <= 1.0:
         sys.exit(f"error: --stable-share must be in (0, 1], got {args.stable_share}")
+    channels_last = apply_cpu_bf16(teachers + earlier, args, dev, amp) or args.channels_last == "on"
+    if channels_last:
+        for m in teachers + earlier:
+            m.to(memory_format=torch.channels_last)
     apply_winograd(teachers + earlier, args, dev, amp)
     C = teachers[0].num_classes
     if any(t.num_classes != C for t in teachers):
@@ -137,11 +141,12 @@ def main(args: argparse.Namespace) -> dict:
         rec["mask_file"] = rel  # relative to pseudo.json's folder
         entries.append((index, rec))
 
-    weights = alignment(args, ds, loader, teachers, scales, flip, amp, mode, C, info, dev) if args.align else None
+    weights = (alignment(args, ds, loader, teachers, scales, flip, amp, channels_last, mode, C, info, dev)
+               if args.align else None)
 
     bar = ImageProgress(len(ds), "pseudo-label", info)
-    for index, iid, img, acc, error in teacher_views(loader, teachers, scales, flip, amp, mode, args.compile, dev,
-                                                     bar):
+    for index, iid, img, acc, error in teacher_views(loader, teachers, scales, flip, amp, channels_last, mode,
+                                                     args.compile, dev, bar):
         if error:  # a worker could not load it (--skip-invalid): no label rather than a wrong one
             skipped.append(error)
             continue
@@ -150,7 +155,7 @@ def main(args: argparse.Namespace) -> dict:
         if earlier:  # each earlier checkpoint's single-view labels against the final teacher's
             x = teachers[0].normalize(img)  # (1, 3, h, w)
             with torch.no_grad():
-                preds = [forward_padded(m, x, amp).argmax(1)[0].cpu() for m in earlier]  # (h, w) each
+                preds = [forward_padded(m, x, amp, channels_last).argmax(1)[0].cpu() for m in earlier]  # (h, w) each
             stable[index] = stability(labels, preds, C)
         if cbst is None:
             write(labels, maxp < args.threshold, iid, index)
@@ -235,7 +240,7 @@ def main(args: argparse.Namespace) -> dict:
     return {"ignored_share": total_ign, "per_class": share}
 
 
-def teacher_views(loader, teachers, scales, flip, amp, mode, compile, dev, bar):
+def teacher_views(loader, teachers, scales, flip, amp, channels_last, mode, compile, dev, bar):
     """Every image of the loader through the teachers' TTA, one at a time at its own size: yields (dataset index,
     image id, image (1, 3, h, w) uint8 on dev, accumulator, None), or (index, id, None, None, error) for an image a
     loader worker could not read (--skip-invalid). Advances and closes bar."""
@@ -249,12 +254,13 @@ def teacher_views(loader, teachers, scales, flip, amp, mode, compile, dev, bar):
                 yield index, iid, None, None, errors[j]
                 continue
             img = img_b[j:j + 1, :, :h, :w]  # (1, 3, h, w)
-            yield index, iid, img, tta_accumulate(teachers, img, scales, flip, amp, compile=compile, **mode), None
+            yield index, iid, img, tta_accumulate(teachers, img, scales, flip, amp, channels_last, compile=compile,
+                                                        **mode), None
         bar.update(len(sizes))
     bar.close()
 
 
-def alignment(args, ds, loader, teachers, scales, flip, amp, mode, C, info, dev) -> torch.Tensor:
+def alignment(args, ds, loader, teachers, scales, flip, amp, channels_last, mode, C, info, dev) -> torch.Tensor:
     """--align: (C,) distribution-alignment weights from the labelled pixels of args.align and a first pass of the
     teachers over ds (every rank its shard, summed)."""
     try:
@@ -266,7 +272,8 @@ def alignment(args, ds, loader, teachers, scales, flip, amp, mode, C, info, dev)
     prior = torch.from_numpy(class_pixel_counts(labelled, C).sum(0))  # (C,) labelled pixels per class
     prob_sum = torch.zeros(C, dtype=torch.float64)
     bar = ImageProgress(len(ds), "pseudo-label: align (pass 1 of 2)", info)
-    for _, _, _, acc, error in teacher_views(loader, teachers, scales, flip, amp, mode, args.compile, dev, bar):
+    for _, _, _, acc, error in teacher_views(loader, teachers, scales, flip, amp, channels_last, mode, args.compile,
+                                             dev, bar):
         if not error:  # skipped images are counted by the labelling pass
             prob_sum += acc.probs(inplace=True)[0].sum((1, 2)).double().cpu()  # (C,)
     if info.enabled:  # every rank's shard (objects: a CPU tensor cannot go through NCCL)

@@ -172,7 +172,7 @@ def bench_infer(args: argparse.Namespace) -> int:
     (where the CPU computes bf16 natively, or --amp bf16), compiled (--compile), int8 (--int8); the one infer.py's
     --amp / --winograd / --compile flags pick is marked `*`."""
     from engine.evaluate import autocast, cpu_has_native_bf16
-    from engine.predict import apply_winograd, inference_amp
+    from engine.predict import apply_cpu_bf16, apply_winograd, inference_amp
     dev = torch.device("cpu")
     probe = argparse.Namespace(amp=args.amp, winograd=args.winograd, compile=args.compile)
     amp = inference_amp(probe, dev)[0]  # infer.py's choice on this CPU with these flags
@@ -207,10 +207,21 @@ def bench_infer(args: argparse.Namespace) -> int:
             apply_winograd([fast], argparse.Namespace(winograd="on", compile=False), dev, "none")
             fns["fp32 Winograd"], peaks["fp32 Winograd"] = (lambda: fast(x)), peak32
         if native or amp == "bf16":
+            # infer.py's bf16 path (engine.predict.apply_cpu_bf16): channels_last, bf16 weights cast once
+            fast16 = copy.deepcopy(ours)
+            cl = apply_cpu_bf16([fast16], argparse.Namespace(compile=False, channels_last="auto"), dev, "bf16")
+            x16 = x.contiguous(memory_format=torch.channels_last) if cl else x
+
             def bf16():
+                with autocast(dev, "bf16"):
+                    return fast16(x16)
+
+            def bf16_nchw():  # the plain autocast path: NCHW, weights cast on every call
                 with autocast(dev, "bf16"):
                     return ours(x)
             fns["bf16 autocast"], peaks["bf16 autocast"] = bf16, peak16
+            if native:
+                fns["bf16 NCHW"], peaks["bf16 NCHW"] = bf16_nchw, peak16
         if args.compile:
             comp = copy.deepcopy(ours)
             run = torch.compile(comp)

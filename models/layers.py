@@ -44,6 +44,18 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
+def bf16_matmul_weights(module: nn.Module) -> int:
+    """Cast every Conv2d's and Linear's parameters to bf16 in place, for inference under bf16 autocast; the number
+    of modules cast. Autocast casts them to the same values on every call otherwise, which costs ~8 % of a ConvNeXt-T
+    UperNet forward at 512² on an AMX CPU. Norm layers keep fp32, as autocast computes them."""
+    n = 0
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.to(torch.bfloat16)
+            n += 1
+    return n
+
+
 def init_trunc_normal(module: nn.Module, std: float = 0.02, types: tuple[type, ...] = (nn.Linear, nn.Conv2d)) -> None:
     """mmcv TruncNormal(std) on `types` (bias 0) and Constant(1, 0) on LayerNorm, as mmseg's backbones do."""
     for m in module.modules():

@@ -208,3 +208,41 @@ def test_ranks_on_different_cpus_use_rank0_precision(tmp_path):
         assert all(p.returncode == 0 for p in procs), outs
         for n, out in enumerate(outs):
             assert f"rank {n}: training none {want}" in out, out
+
+
+def test_cpu_bf16_inference_layout():
+    """apply_cpu_bf16 (infer.py's and pseudo_label.py's bf16 CPU path): convolution and linear weights cast once give
+    autocast's values bit for bit (same layout), norms stay fp32; channels_last then moves the result only by bf16's
+    rounding; it stays off for fp32, CUDA, --compile, --int8 and --channels-last off."""
+    import argparse
+    import copy
+    import models
+    from engine.predict import apply_cpu_bf16
+    from models.layers import bf16_matmul_weights
+    torch.manual_seed(0)
+    net = models.build_model("upernet_swin_tiny", 11).eval()  # Linear layers (attention, MLP) and convolutions
+    x = torch.randn(1, 3, 64, 80)
+    cast = copy.deepcopy(net)
+    n = bf16_matmul_weights(cast)
+    assert n == sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in net.modules()) > 10
+    assert all(p.dtype == torch.float32 for m in cast.modules() if isinstance(m, torch.nn.LayerNorm)
+               for p in m.parameters())
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        want = net(x)
+        assert torch.equal(cast(x), want)
+    on = argparse.Namespace(compile=False, int8=False, channels_last="auto")
+    cpu = torch.device("cpu")
+    for args, dev, amp in ((on, cpu, "none"), (on, torch.device("cuda", 0), "bf16"),
+                           (argparse.Namespace(compile=True, channels_last="auto"), cpu, "bf16"),
+                           (argparse.Namespace(compile=False, int8=True, channels_last="auto"), cpu, "bf16"),
+                           (argparse.Namespace(compile=False, channels_last="off"), cpu, "bf16")):
+        untouched = copy.deepcopy(net)
+        assert not apply_cpu_bf16([untouched], args, dev, amp)
+        assert next(untouched.parameters()).dtype == torch.float32
+    fast = copy.deepcopy(net)
+    assert apply_cpu_bf16([fast], on, cpu, "bf16")
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        got = fast(x.contiguous(memory_format=torch.channels_last))
+    assert got.shape == want.shape
+    scale = want.float().abs().max()
+    assert (got.float() - want.float()).abs().max() < 0.05 * scale
