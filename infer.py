@@ -33,6 +33,7 @@ from engine import dist as D
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
 from engine.predict import (add_inference_args, apply_cpu_bf16, apply_winograd, inference_settings, int8_model,
                             tta_accumulate, tta_views)
+from models import int8 as int8_head
 from models import quant
 
 
@@ -48,6 +49,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="CPU: int8 post-training quantization (needs torchao), calibrated on the first --int8-calib "
                         "images of --json and compiled ahead of time for this CPU (minutes), then every view runs it")
     p.add_argument("--int8-calib", type=int, default=32, metavar="N", help="--int8: images to calibrate on")
+    p.add_argument("--int8-head", action="store_true",
+                   help="CPU: the decode head's 3x3 convolutions (~87%% of UperNet's FLOPs) as oneDNN int8 "
+                        "convolutions inside the eager bf16/fp32 model, activations quantized per call (no "
+                        "calibration, no compile): the fastest path on an AMX CPU")
     p.add_argument("--save-probs", default=None, metavar="DIR", help="per-image class probabilities (.npz)")
     p.add_argument("--probs-size", type=int, default=256, help="side of saved probabilities; 0 = image size")
     p.add_argument("--probs-dtype", default="uint8", choices=["uint8", "float16"])
@@ -83,6 +88,11 @@ def main(args: argparse.Namespace) -> dict:
         if why:
             sys.exit(f"error: --int8: {why}")
         args.winograd = "off"
+    if args.int8_head:
+        why = ("the device is not the CPU" if dev.type != "cpu" else "--int8 quantizes the whole model" if args.int8
+               else "--compile: the int8 head runs eagerly" if args.compile else "")
+        if why:
+            sys.exit(f"error: --int8-head: {why}")
     json_path = resolve_json(args.json, args.data_root)
     out = args.out if args.out is not None else os.path.join(os.path.dirname(os.path.abspath(args.ckpt)),
                                                              "submission.csv")
@@ -90,6 +100,10 @@ def main(args: argparse.Namespace) -> dict:
         model = models.load_model(args.ckpt, map_location="cpu").to(dev).eval()
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
         sys.exit(f"error: {args.ckpt}: {e}")
+    if args.int8_head:  # before apply_cpu_bf16: the int8 weights are folded from the fp32 ones
+        n = int8_head.use_int8_head(model)
+        if D.is_main():
+            print(f"int8 head: {n} convolutions of {getattr(model, 'model_name', 'the model')}'s decode head in int8")
     channels_last = apply_cpu_bf16([model], args, dev, amp) or args.channels_last == "on"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

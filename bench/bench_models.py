@@ -169,7 +169,8 @@ def matmul_peak(dtype: torch.dtype, n: int, reps: int = 3) -> float:
 def bench_infer(args: argparse.Namespace) -> int:
     """CPU inference, batch 1, every precision this CPU can run, each against transformers' UperNet fp32 eager in the
     same interleaved run: ours fp32 eager, fp32 with Winograd 3x3 convolutions (where NNPACK runs), bf16 autocast
-    (where the CPU computes bf16 natively, or --amp bf16), compiled (--compile), int8 (--int8); the one infer.py's
+    (where the CPU computes bf16 natively, or --amp bf16; there also NCHW and with the int8 head of infer.py
+    --int8-head), compiled (--compile), int8 (--int8); the one infer.py's
     --amp / --winograd / --compile flags pick is marked `*`."""
     from engine.evaluate import autocast, cpu_has_native_bf16
     from engine.predict import apply_cpu_bf16, apply_winograd, inference_amp
@@ -222,6 +223,16 @@ def bench_infer(args: argparse.Namespace) -> int:
             fns["bf16 autocast"], peaks["bf16 autocast"] = bf16, peak16
             if native:
                 fns["bf16 NCHW"], peaks["bf16 NCHW"] = bf16_nchw, peak16
+                # infer.py --int8-head: the head's 3x3 convolutions in oneDNN int8 inside the bf16 model
+                from models.int8 import use_int8_head
+                h8 = copy.deepcopy(ours)
+                use_int8_head(h8)
+                apply_cpu_bf16([h8], argparse.Namespace(compile=False, channels_last="auto"), dev, "bf16")
+
+                def bf16_int8_head():
+                    with autocast(dev, "bf16"):
+                        return h8(x16)
+                fns["bf16 + int8 head"], peaks["bf16 + int8 head"] = bf16_int8_head, peak16
         if args.compile:
             comp = copy.deepcopy(ours)
             run = torch.compile(comp)

@@ -31,7 +31,7 @@ import torch
 
 CSRC = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(CSRC)
-CPU_SOURCES = ["trashseg_ops.cpp", "cpu_base.cpp", "cpu_avx2.cpp", "slide.cpp"]
+CPU_SOURCES = ["trashseg_ops.cpp", "cpu_base.cpp", "cpu_avx2.cpp", "slide.cpp", "quant.cpp"]
 CUDA_SOURCES = ["cuda_kernels.cu", "slide_cuda.cu"]
 HEADERS = ["common.h", "checks.h", "cpu_kernels.h", "cpu_impl.inc", "slide.h", "slide_checks.h"]
 CFLAGS = ["-O3", "-fopenmp", "-fno-trapping-math", "-DNDEBUG"]

@@ -12,7 +12,7 @@
     sa = ops.SlideAccumulator(batch, num_classes, (H, W), crop=512, stride=341, device=dev)   # mmseg mode='slide'
 
 This module is the one import; the code lives by concern: csrc/backend.py (loading the library, the fallback, the
-fake kernels), csrc/confusion.py, csrc/tta.py, csrc/slide.py.
+fake kernels), csrc/confusion.py, csrc/tta.py, csrc/slide.py, csrc/quant.py.
 
 Backends. The C++/CUDA library (csrc/*.cpp, csrc/*.cu; built by csrc/build.py on first use, cached per machine)
 serves CPU tensors, and CUDA tensors when it was built with CUDA. When it cannot be built or loaded, every op
@@ -44,6 +44,7 @@ Semantics shared by both backends:
 # The private names are for the tests (the fake table, the CUDA error buffers).
 from .backend import _FAKES, _NO_VALUE, _err_buffers, backend  # noqa: F401
 from .confusion import _error_buffer, check_errors, confusion_matrix, miou, ref_confusion_matrix  # noqa: F401
+from .quant import quantize_u8, ref_quantize_u8
 from .slide import SlideAccumulator, ref_slide_accumulate_, slide_accumulate_, slide_grid
 from .tta import TTAAccumulator, ref_tta_merge, tta_merge
 
@@ -51,4 +52,5 @@ __all__ = [
     "confusion_matrix", "miou", "check_errors", "tta_merge", "TTAAccumulator",
     "ref_confusion_matrix", "ref_tta_merge", "backend",
     "slide_grid", "slide_accumulate_", "SlideAccumulator", "ref_slide_accumulate_",
+    "quantize_u8", "ref_quantize_u8",
 ]
