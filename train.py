@@ -81,8 +81,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--aux-weight", type=float, default=0.4)
     g = p.add_argument_group("speed")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],
-                   help="auto: training in bf16 on CUDA and fp32 on the CPU, validation in bf16 on CUDA and on a CPU "
-                        "with native bf16 (avx512_bf16, AMX); resolved once, recorded in args.json, kept on --resume")
+                   help="auto: bf16 (training and validation) on CUDA and on a CPU with native bf16 (avx512_bf16, "
+                        "AMX), fp32 elsewhere; resolved once, recorded in args.json, kept on --resume")
     g.add_argument("--channels-last", action="store_true")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (validation: with the fused metric)")
     g.add_argument("--grad-checkpointing", action="store_true", help="trade compute for memory (large backbones)")

@@ -40,10 +40,10 @@ def cpu_has_native_bf16() -> bool:
 
 
 def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX-BF16 tiles (Intel Xeon 4th generation and later). There bf16 inference runs at
-    2.8x transformers' fp32 (ConvNeXt-T UperNet, 512², 2 cores); with avx512_bf16 alone (AMD Zen 4) at 1.8-1.9x,
-    no faster than our fp32 with Winograd convolutions (1.9-2.0x) (README "Measured"). TRASHSEG_CPU_AMX=0/1
-    overrides the detection."""
+    """Whether this CPU has AMX-BF16 tiles (Intel Xeon 4th generation and later). There bf16 inference (channels_last)
+    runs at 4.9x transformers' fp32 (ConvNeXt-T UperNet, 512², 2 vCPUs); with avx512_bf16 alone (AMD Zen 4) at
+    1.8-1.9x, no faster than our fp32 with Winograd convolutions (1.9-2.0x) (README "Per CPU kind").
+    TRASHSEG_CPU_AMX=0/1 overrides the detection."""
     env = os.environ.get("TRASHSEG_CPU_AMX")
     if env in ("0", "1"):
         return env == "1"
@@ -62,13 +62,14 @@ def resolve_amp(amp: str, device: torch.device) -> str:
 
 
 def run_precision(amp: str, device: torch.device) -> tuple[str, str]:
-    """train.py's (training, validation) precision for --amp. auto trains in bf16 on CUDA and in fp32 on every CPU
-    (CPU bf16 training is 14x slower than fp32 where bf16 is emulated, and untried against fp32's mIoU where it is
-    native) and validates as inference does (bf16 on CUDA and on a CPU with native bf16); anything else is used
-    for both."""
+    """train.py's (training, validation) precision for --amp. auto is bf16 for both on CUDA and on a CPU with native
+    bf16 (avx512_bf16 or AMX), fp32 elsewhere, where bf16 is emulated and trains 14x slower than fp32. On the AMX
+    Xeon `make train` in bf16 reached the fp32 runs' mIoU over three seeds at 1.2-1.5x their speed; the Zen 4 EPYC's
+    bf16 step is 1.35x its fp32 one (README "Precision and compile"). Anything else is used for both."""
     if amp != "auto":
         return amp, amp
-    return ("bf16" if device.type == "cuda" else "none"), resolve_amp("auto", device)
+    a = resolve_amp("auto", device)
+    return a, a
 
 
 def autocast(device: torch.device, amp: str):

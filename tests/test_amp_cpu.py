@@ -21,8 +21,8 @@ PY = sys.executable
 def test_resolve_amp(monkeypatch):
     from engine.evaluate import run_precision
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    monkeypatch.setenv("TRASHSEG_CPU_BF16", "1")  # train.py: training fp32 on every CPU, validation as inference
-    assert run_precision("auto", cpu) == ("none", "bf16") and run_precision("auto", cuda) == ("bf16", "bf16")
+    monkeypatch.setenv("TRASHSEG_CPU_BF16", "1")  # train.py: bf16 training and validation where bf16 is native
+    assert run_precision("auto", cpu) == ("bf16", "bf16") and run_precision("auto", cuda) == ("bf16", "bf16")
     assert run_precision("none", cpu) == ("none", "none") and run_precision("fp16", cuda) == ("fp16", "fp16")
     monkeypatch.setenv("TRASHSEG_CPU_BF16", "0")
     assert run_precision("auto", cpu) == ("none", "none") and run_precision("bf16", cpu) == ("bf16", "bf16")
@@ -151,22 +151,22 @@ def _train(data, out, *extra, bf16: str):
 
 
 def test_train_amp_auto_resolved_once_recorded_and_kept(tmp_path, demo_data):
-    """--amp auto is resolved at the start (training fp32 on the CPU; validation bf16 where the CPU has native bf16),
+    """--amp auto is resolved at the start (training and validation in bf16 where the CPU has native bf16, else fp32),
     written to args.json and the checkpoints, and kept when the run continues on a CPU that would choose otherwise:
     a --resume from its checkpoint, and a bare restart of a run killed before its first checkpoint."""
     data = _demo(demo_data)
     run = tmp_path / "run"
     log, amp = _train(data, run, "--iters", "2", bf16="1")  # started on a native-bf16 CPU
-    assert amp == ("auto", "none", "bf16") and "amp none (validation bf16)" in log
+    assert amp == ("auto", "bf16", "bf16") and "amp bf16 (validation bf16)" in log
     assert torch.load(run / "last.pt", weights_only=True)["args"]["val_amp"] == "bf16"
     log, amp = _train(data, run, "--iters", "4", "--resume", bf16="0")  # continued on an AVX2 one
-    assert amp == ("auto", "none", "bf16"), amp
-    assert "keeping the run's recorded precision (training none, validation bf16)" in log
+    assert amp == ("auto", "bf16", "bf16"), amp
+    assert "keeping the run's recorded precision (training bf16, validation bf16)" in log
     assert "amp" not in log.partition("changed settings")[2].partition("\n")[0], log  # iters 2 → 4 only
     for f in ("last.pt", "best.pt", "iter_2.pt"):  # killed before its first checkpoint: args.json, log, no .pt
         (run / f).unlink(missing_ok=True)
     log, amp = _train(data, run, "--iters", "4", "--resume", bf16="0")
-    assert "restarting this run from scratch" in log and amp == ("auto", "none", "bf16"), log[-2000:]
+    assert "restarting this run from scratch" in log and amp == ("auto", "bf16", "bf16"), log[-2000:]
     _, amp = _train(data, tmp_path / "fresh", "--iters", "2", bf16="0")  # a new run resolves on its own CPU
     assert amp == ("auto", "none", "none")
 
@@ -194,7 +194,8 @@ def test_ranks_on_different_cpus_use_rank0_precision(tmp_path):
     import socket
     script = tmp_path / "ranks.py"
     script.write_text(_RANK_SCRIPT.format(root=ROOT, data=str(tmp_path), out=str(tmp_path / "out")))
-    for node0, want in (("1", "validation bf16 inference bf16"), ("0", "validation none inference none")):
+    for node0, want in (("1", "training bf16 validation bf16 inference bf16"),
+                        ("0", "training none validation none inference none")):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -207,7 +208,7 @@ def test_ranks_on_different_cpus_use_rank0_precision(tmp_path):
         outs = [p.communicate(timeout=300)[0] for p in procs]
         assert all(p.returncode == 0 for p in procs), outs
         for n, out in enumerate(outs):
-            assert f"rank {n}: training none {want}" in out, out
+            assert f"rank {n}: {want}" in out, out
 
 
 def test_cpu_bf16_inference_layout():
