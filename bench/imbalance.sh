@@ -12,6 +12,8 @@
 #
 # A finished run (its metrics hold a validation at the last iteration) is skipped, an interrupted one resumed, so the
 # table can be built over several sessions. Runs go to $EXP (default runs/imbalance), one folder per row.
+# Every run and labelling pass is fp32 (--amp none): the table was measured in fp32, and --amp auto now trains in
+# bf16 on a CPU with native bf16.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ITERS="${ITERS:-}"
@@ -58,7 +60,7 @@ train() {  # $1 name, $2 extra train.py flags
   if finished "$out"; then echo "== $1: done, skipped"; return; fi
   echo "== $1: $2  ($(date -u +%H:%M:%S))"
   $MAKE -s train DATA_ROOT=$DATA EXP="$out" ITERS="$ITERS" \
-    ARGS="$2 --resume --no-progress --log-interval 500" > "$out.log" 2>&1 || { tail -20 "$out.log"; exit 1; }
+    ARGS="--amp none $2 --resume --no-progress --log-interval 500" > "$out.log" 2>&1 || { tail -20 "$out.log"; exit 1; }
   grep -E "final val|IoU, rarest" "$out.log" | tail -2
 }
 
@@ -79,7 +81,7 @@ labels() {  # $1 tag, $2 teacher, $3 mode (global|cbst): pseudo-labels in $EXP/l
   if [ ! -f "$EXP/labels_$1/pseudo.json" ]; then
     echo "== labels_$1: teacher $2, $sel"
     "$PY" pseudo_label.py --ckpt "$2" --data-root $DATA --json test.json extra.json --tta \
-      --out "$EXP/labels_$1" $sel --workers 2 2>&1 | sed "/^pseudo-label/d" | tail -3
+      --out "$EXP/labels_$1" $sel --workers 2 --amp none 2>&1 | sed "/^pseudo-label/d" | tail -3
   fi
 }
 PLAIN_T="$EXP/plain/best.pt"

@@ -32,7 +32,9 @@
 #   make semi-table ITERS=300                         # smoke test of the whole path: its figures mean nothing
 #   RECIPE_ARGS=--balance EXP=runs/semi_imb_bal DATA=demo_imb_scarce bash bench/semi.sh   # flags every arm shares
 #
-# A finished run is skipped and an interrupted one resumed, so the table can be built over several sessions.
+# A finished run is skipped and an interrupted one resumed, so the table can be built over several sessions. Every
+# run and labelling pass is fp32 (--amp none, before the arm's flags and RECIPE_ARGS, which may override it): the
+# table was measured in fp32, and --amp auto now trains in bf16 on a CPU with native bf16.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ITERS="${ITERS:-}"
@@ -72,7 +74,7 @@ train() {  # $1 name, $2 extra train.py flags
   $MAKE -s train DATA_ROOT=$DATA EXP="$out" ITERS="$ITERS" DATA_DEP= \
     TRAIN_ARGS="--iters ${ITERS:-$DEMO_ITERS} --batch-size 8 --crop-size 128 --aug-ratio-range 1.5 2.5 --workers 2 \
       --lr 2e-3 --warmup-iters 50 --eval-interval 1000 --ckpt-interval $CKPT --log-interval 10" \
-    ARGS="$2 ${RECIPE_ARGS:-} --resume --no-progress --log-interval 500" > "$out.log" 2>&1 || { tail -20 "$out.log"; exit 1; }
+    ARGS="--amp none $2 ${RECIPE_ARGS:-} --resume --no-progress --log-interval 500" > "$out.log" 2>&1 || { tail -20 "$out.log"; exit 1; }
   grep -E "final val" "$out.log" | tail -1
 }
 
@@ -81,7 +83,7 @@ labels() {  # $1 out folder, $2 seed, $3 extra pseudo_label.py flags[, $4 teache
   finished "$EXP/${4:-A}_s$2" || { echo "no finished teacher $EXP/${4:-A}_s$2: run ${4:-A}_s$2 first"; exit 1; }
   [ -f "$1/pseudo.json" ] && return
   echo "== $(basename "$1"): teacher $teacher $3"
-  "$PY" pseudo_label.py --ckpt "$teacher" --data-root $DATA --json extra.json --tta --out "$1" --workers 2 $3 \
+  "$PY" pseudo_label.py --ckpt "$teacher" --data-root $DATA --json extra.json --tta --out "$1" --workers 2 --amp none $3 \
     2>&1 | sed "/^pseudo-label/d" | tail -3
 }
 
