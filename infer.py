@@ -50,7 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "images of --json and compiled ahead of time for this CPU (minutes), then every view runs it")
     p.add_argument("--int8-calib", type=int, default=32, metavar="N", help="--int8: images to calibrate on")
     p.add_argument("--int8-head", action="store_true",
-                   help="CPU: the decode head's 3x3 convolutions (~87%% of UperNet's FLOPs) as oneDNN int8 "
+                   help="CPU: the decode head's 3x3 convolutions (~88%% of UperNet's FLOPs) as oneDNN int8 "
                         "convolutions inside the eager bf16/fp32 model, activations quantized per call (no "
                         "calibration, no compile): the fastest path on an AMX CPU")
     p.add_argument("--save-probs", default=None, metavar="DIR", help="per-image class probabilities (.npz)")

@@ -75,7 +75,7 @@ class Int8ConvModule(torch.nn.Module):
     adds the fp32 bias, applies the ReLU and writes the input's dtype (bf16 under bf16 inference), channels_last.
 
     On an AMX CPU the int8 convolution runs at about twice the bf16 one (AMX-int8 tiles), and the head's 3×3
-    convolutions are ~87 % of ConvNeXt-T UperNet's FLOPs at 512²; elsewhere oneDNN uses VNNI or AVX2 int8 kernels."""
+    convolutions are ~88 % of ConvNeXt-T UperNet's FLOPs at 512²; elsewhere oneDNN uses VNNI or AVX2 int8 kernels."""
 
     def __init__(self, cm):
         super().__init__()
