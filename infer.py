@@ -31,7 +31,7 @@ from data.submission import (OrderedSubmission, SubmissionError, expected_ids, f
                              validate)
 from engine import dist as D
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
-from engine.predict import (add_inference_args, apply_cpu_bf16, apply_winograd, inference_settings, int8_model,
+from engine.predict import (add_inference_args, apply_inference_layout, apply_winograd, inference_settings, int8_model,
                             tta_accumulate, tta_views)
 from models import int8 as int8_head
 from models import quant
@@ -100,13 +100,11 @@ def main(args: argparse.Namespace) -> dict:
         model = models.load_model(args.ckpt, map_location="cpu").to(dev).eval()
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
         sys.exit(f"error: {args.ckpt}: {e}")
-    if args.int8_head:  # before apply_cpu_bf16: the int8 weights are folded from the fp32 ones
+    if args.int8_head:  # before apply_inference_layout: the int8 weights are folded from the fp32 ones
         n = int8_head.use_int8_head(model)
         if D.is_main():
             print(f"int8 head: {n} convolutions of {getattr(model, 'model_name', 'the model')}'s decode head in int8")
-    channels_last = apply_cpu_bf16([model], args, dev, amp) or args.channels_last == "on"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    channels_last = apply_inference_layout([model], args, dev, amp)
     apply_winograd([model], args, dev, amp)
     try:
         # Images are checked as the workers decode them (EvalSet), not all up front: a corrupt one is skipped there.

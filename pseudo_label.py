@@ -35,8 +35,8 @@ from data.rcs import class_pixel_counts
 from engine.pseudo import ClassBalancedSelector, align, alignment_weights, quantise, stability, stable_subset
 from data.io import atomic_write_text, output_collisions, output_relpath, resolve_json, write_palette_png
 from engine.cli import ImageProgress, cli_errors, gather_lists, report_skips
-from engine.predict import add_inference_args, apply_cpu_bf16, apply_winograd, forward_padded, inference_settings, \
-    tta_accumulate, tta_views
+from engine.predict import add_inference_args, apply_inference_layout, apply_winograd, forward_padded, \
+    inference_settings, tta_accumulate, tta_views
 
 DEFAULT_THRESHOLD = 0.6  # README "Pseudo-labelling": the kept-label mIoU peaks here on held-out data
 
@@ -97,10 +97,7 @@ def main(args: argparse.Namespace) -> dict:
             sys.exit(f"error: --stable-ckpts {c}: {e}")
     if not 0.0 < args.stable_share <= 1.0:
         sys.exit(f"error: --stable-share must be in (0, 1], got {args.stable_share}")
-    channels_last = apply_cpu_bf16(teachers + earlier, args, dev, amp) or args.channels_last == "on"
-    if channels_last:
-        for m in teachers + earlier:
-            m.to(memory_format=torch.channels_last)
+    channels_last = apply_inference_layout(teachers + earlier, args, dev, amp)
     apply_winograd(teachers + earlier, args, dev, amp)
     C = teachers[0].num_classes
     if any(t.num_classes != C for t in teachers):

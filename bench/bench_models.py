@@ -173,7 +173,7 @@ def bench_infer(args: argparse.Namespace) -> int:
     --int8-head), compiled (--compile), int8 (--int8); the one infer.py's
     --amp / --winograd / --compile flags pick is marked `*`."""
     from engine.evaluate import autocast, cpu_has_native_bf16
-    from engine.predict import apply_cpu_bf16, apply_winograd, inference_amp
+    from engine.predict import apply_inference_layout, apply_winograd, inference_amp
     dev = torch.device("cpu")
     probe = argparse.Namespace(amp=args.amp, winograd=args.winograd, compile=args.compile)
     amp = inference_amp(probe, dev)[0]  # infer.py's choice on this CPU with these flags
@@ -208,9 +208,9 @@ def bench_infer(args: argparse.Namespace) -> int:
             apply_winograd([fast], argparse.Namespace(winograd="on", compile=False), dev, "none")
             fns["fp32 Winograd"], peaks["fp32 Winograd"] = (lambda: fast(x)), peak32
         if native or amp == "bf16":
-            # infer.py's bf16 path (engine.predict.apply_cpu_bf16): channels_last, bf16 weights cast once
+            # infer.py's bf16 path (engine.predict.apply_inference_layout): channels_last, bf16 weights cast once
             fast16 = copy.deepcopy(ours)
-            cl = apply_cpu_bf16([fast16], argparse.Namespace(compile=False, channels_last="auto"), dev, "bf16")
+            cl = apply_inference_layout([fast16], argparse.Namespace(compile=False, channels_last="auto"), dev, "bf16")
             x16 = x.contiguous(memory_format=torch.channels_last) if cl else x
 
             def bf16():
@@ -227,7 +227,7 @@ def bench_infer(args: argparse.Namespace) -> int:
                 from models.int8 import use_int8_head
                 h8 = copy.deepcopy(ours)
                 use_int8_head(h8)
-                apply_cpu_bf16([h8], argparse.Namespace(compile=False, channels_last="auto"), dev, "bf16")
+                apply_inference_layout([h8], argparse.Namespace(compile=False, channels_last="auto"), dev, "bf16")
 
                 def bf16_int8_head():
                     with autocast(dev, "bf16"):

@@ -67,9 +67,14 @@ void quantize_range(const T* __restrict x, uint8_t* __restrict q, int64_t n, flo
   }
 }
 
+// Both passes over n elements of x into q; the scale.
 template <typename T>
-void quantize(const T* x, uint8_t* q, int64_t n, float inv) {
+float quantize(const T* x, uint8_t* q, int64_t n) {
+  const float m = max_of(x, n);
+  const float scale = m > 0.f ? m / 255.f : 1.f;
+  const float inv = 1.f / scale;
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) { quantize_range(x + b, q + b, e - b, inv); });
+  return scale;
 }
 
 std::tuple<at::Tensor, at::Tensor> quantize_u8_cpu(const at::Tensor& x_in) {
@@ -78,20 +83,9 @@ std::tuple<at::Tensor, at::Tensor> quantize_u8_cpu(const at::Tensor& x_in) {
   // One flat pass over the storage needs a dense layout; q then gets x's strides.
   const at::Tensor x = x_in.is_non_overlapping_and_dense() ? x_in : x_in.contiguous();
   at::Tensor q = at::empty_like(x, x.options().dtype(at::kByte));
-  const int64_t n = x.numel();
-  float m = 0.f;
-  if (x.scalar_type() == at::kFloat) {
-    m = max_of(x.const_data_ptr<float>(), n);
-  } else {
-    m = max_of(x.const_data_ptr<c10::BFloat16>(), n);
-  }
-  const float scale = m > 0.f ? m / 255.f : 1.f;
-  const float inv = 1.f / scale;
-  if (x.scalar_type() == at::kFloat) {
-    quantize(x.const_data_ptr<float>(), q.data_ptr<uint8_t>(), n, inv);
-  } else {
-    quantize(x.const_data_ptr<c10::BFloat16>(), q.data_ptr<uint8_t>(), n, inv);
-  }
+  const float scale = x.scalar_type() == at::kFloat
+                          ? quantize(x.const_data_ptr<float>(), q.data_ptr<uint8_t>(), x.numel())
+                          : quantize(x.const_data_ptr<c10::BFloat16>(), q.data_ptr<uint8_t>(), x.numel());
   return {q, at::full({}, scale, x.options().dtype(at::kFloat))};
 }
 

@@ -260,19 +260,23 @@ def add_channels_last_arg(p) -> None:
                         "convolutions run NHWC; --channels-last alone: on)")
 
 
-def apply_cpu_bf16(nets: Sequence[torch.nn.Module], args, device: torch.device, amp: str) -> bool:
-    """bf16 inference on the CPU, eager: the models in channels_last with their convolution and linear weights cast
-    to bf16 once (models.layers.bf16_matmul_weights: the values autocast would compute on every call); whether it
-    applies, and then the inputs go channels_last too. oneDNN's bf16 convolutions (AMX) run NHWC: on an AMX Xeon
-    ConvNeXt-T UperNet at 512² takes 0.40 s this way against 0.60 s in NCHW with per-call casts (README "Per CPU
-    kind"). Not with --compile (inductor picks layouts), --int8, or --channels-last off."""
-    if (device.type != "cpu" or amp != "bf16" or getattr(args, "compile", False) or getattr(args, "int8", False)
-            or getattr(args, "channels_last", "auto") == "off"):
-        return False
+def apply_inference_layout(nets: Sequence[torch.nn.Module], args, device: torch.device, amp: str) -> bool:
+    """--channels-last for inference: puts the models in channels_last where it applies and says whether it does
+    (the inputs then go channels_last too): `on` everywhere; `auto` for eager bf16 inference on the CPU, where the
+    convolution and linear weights are also cast to bf16 once (models.layers.bf16_matmul_weights: the values
+    autocast would compute on every call). oneDNN's bf16 convolutions (AMX) run NHWC: on an AMX Xeon ConvNeXt-T
+    UperNet at 512² takes 0.40 s this way against 0.60 s in NCHW with per-call casts (README "Per CPU kind"). Not
+    with --compile (inductor picks layouts) or --int8."""
+    mode = getattr(args, "channels_last", "auto")
+    cpu_bf16 = (device.type == "cpu" and amp == "bf16" and mode != "off" and not getattr(args, "compile", False)
+                and not getattr(args, "int8", False))
+    on = cpu_bf16 or mode == "on"
     for net in nets:
-        net.to(memory_format=torch.channels_last)
-        bf16_matmul_weights(net)
-    return True
+        if on:
+            net.to(memory_format=torch.channels_last)
+        if cpu_bf16:
+            bf16_matmul_weights(net)
+    return on
 
 
 def int8_model(model: torch.nn.Module, ds, n: int, log=print) -> torch.nn.Module:

@@ -13,6 +13,8 @@ from typing import Callable, Iterable
 
 import torch
 
+from csrc import ops
+
 from .export import exportable, pinned_isa, resolve_isa, size_oblivious
 from .quant import INT8_CONFIGS, quantize_int8
 
@@ -100,7 +102,6 @@ class Int8ConvModule(torch.nn.Module):
                                                      self.groups, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from csrc import ops
         if x.device.type != "cpu":
             raise RuntimeError("Int8ConvModule runs on the CPU")
         out_dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else torch.float32

@@ -212,13 +212,13 @@ def test_ranks_on_different_cpus_use_rank0_precision(tmp_path):
 
 
 def test_cpu_bf16_inference_layout():
-    """apply_cpu_bf16 (infer.py's and pseudo_label.py's bf16 CPU path): convolution and linear weights cast once give
-    autocast's values bit for bit (same layout), norms stay fp32; channels_last then moves the result only by bf16's
+    """apply_inference_layout (infer.py's and pseudo_label.py's bf16 CPU path): convolution and linear weights cast
+    once give autocast's values bit for bit (same layout), norms stay fp32; channels_last then moves the result only by bf16's
     rounding; it stays off for fp32, CUDA, --compile, --int8 and --channels-last off."""
     import argparse
     import copy
     import models
-    from engine.predict import apply_cpu_bf16
+    from engine.predict import apply_inference_layout
     from models.layers import bf16_matmul_weights
     torch.manual_seed(0)
     net = models.build_model("upernet_swin_tiny", 11).eval()  # Linear layers (attention, MLP) and convolutions
@@ -238,10 +238,10 @@ def test_cpu_bf16_inference_layout():
                            (argparse.Namespace(compile=False, int8=True, channels_last="auto"), cpu, "bf16"),
                            (argparse.Namespace(compile=False, channels_last="off"), cpu, "bf16")):
         untouched = copy.deepcopy(net)
-        assert not apply_cpu_bf16([untouched], args, dev, amp)
+        assert not apply_inference_layout([untouched], args, dev, amp)
         assert next(untouched.parameters()).dtype == torch.float32
     fast = copy.deepcopy(net)
-    assert apply_cpu_bf16([fast], on, cpu, "bf16")
+    assert apply_inference_layout([fast], on, cpu, "bf16")
     with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
         got = fast(x.contiguous(memory_format=torch.channels_last))
     assert got.shape == want.shape
